@@ -1,0 +1,83 @@
+/* core.c: luaopen_zulip_core, the module's only exported symbol, and the small functions that
+ * belong to no type: decode, the JSON null sentinel, a monotonic clock and a sleep. */
+#define _GNU_SOURCE
+#include "compat.h"
+#include "http.h"
+#include "json.h"
+#include "queue.h"
+#include "session.h"
+
+#include <errno.h>
+#include <time.h>
+
+#ifndef ZULIP_VERSION
+#error "ZULIP_VERSION must be defined by the build (see the Makefile and the rockspec)"
+#endif
+
+/* zulip.decode(json) -> value | nil, msg, {code = "PROTOCOL", msg = msg, position = n} */
+static int zulip_core_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char err[160];
+  size_t pos = 0;
+  if (zulip_json_decode(L, s, len, ZULIP_JSON_MAXDEPTH, err, sizeof err, &pos)) return 1;
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  lua_createtable(L, 0, 3);
+  lua_pushliteral(L, "PROTOCOL");
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, err);
+  lua_setfield(L, -2, "msg");
+  lua_pushinteger(L, (lua_Integer)pos);
+  lua_setfield(L, -2, "position");
+  return 3;
+}
+
+/* core.now() -> seconds on the monotonic clock, for timers that must not jump with the wall clock */
+static int zulip_core_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* core.sleep(seconds): the default sleep of the blocking iterator. Returns early (false) on a
+ * signal so that the interpreter's Ctrl-C handler gets to run. */
+static int zulip_core_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  struct timespec ts;
+  if (!(s >= 0)) s = 0;
+  if (s > 86400) s = 86400;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  lua_pushboolean(L, nanosleep(&ts, NULL) == 0 || errno != EINTR);
+  return 1;
+}
+
+static const luaL_Reg zulip_core_functions[] = {
+  {"decode", zulip_core_decode},
+  {"session", zulip_session_new},
+  {"queue", zulip_queue_new},
+  {"now", zulip_core_now},
+  {"sleep", zulip_core_sleep},
+  {NULL, NULL}
+};
+
+__attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
+  static int curl_ready = 0;
+  if (!curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "libcurl failed to initialise");
+    curl_ready = 1;
+  }
+  zulip_session_open(L);
+  luaL_newlib(L, zulip_core_functions);
+  zulip_queue_open(L);
+  lua_setfield(L, -2, "Queue");  /* the methods table; lua/zulip adds the policy methods */
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  lua_pushliteral(L, ZULIP_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

@@ -1,0 +1,12 @@
+/* queue.h: the zulip.Queue userdata: one event queue's transport and its Lua-side state. */
+#ifndef ZULIP_QUEUE_H
+#define ZULIP_QUEUE_H
+
+#include <lua.h>
+
+#define ZULIP_QUEUE_MT "zulip.Queue"
+
+void zulip_queue_open(lua_State *L);  /* registers the metatable; leaves the methods table on the stack */
+int zulip_queue_new(lua_State *L);    /* core.queue(session) */
+
+#endif

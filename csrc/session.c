@@ -1,0 +1,111 @@
+/* session.c: zulip.Session, the C side of a client: site, credentials, TLS, proxy, limits and the
+ * curl share handle. Settings are resolved in Lua (lua/zulip/config.lua); this only stores them.
+ * The API key lives here and nowhere else: no function returns it and __tostring omits it. */
+#include "session.h"
+#include "compat.h"
+
+#include <string.h>
+
+typedef struct zulip_session_ud {
+  zhttp_session *s;
+  char *label;  /* "email at site", for __tostring */
+} zulip_session_ud;
+
+zhttp_session *zulip_session_check(lua_State *L, int idx) {
+  zulip_session_ud *u = luaL_checkudata(L, idx, ZULIP_SESSION_MT);
+  if (u->s == NULL) luaL_error(L, "session is closed");
+  return u->s;
+}
+
+static const char *zulip_session_optstring(lua_State *L, const char *key, int required) {
+  const char *v;
+  lua_getfield(L, 1, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    if (required) luaL_error(L, "session: '%s' is required", key);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "session: '%s' must be a string", key);
+  v = lua_tostring(L, -1);
+  lua_pop(L, 1);  /* still anchored by the options table */
+  return v;
+}
+
+static double zulip_session_optnumber(lua_State *L, const char *key, double dflt, double lo, double hi) {
+  double v;
+  lua_getfield(L, 1, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return dflt;
+  }
+  if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "session: '%s' must be a number", key);
+  v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (!(v >= lo && v <= hi)) luaL_error(L, "session: '%s' is out of range", key);
+  return v;
+}
+
+static int zulip_session_gc(lua_State *L) {
+  zulip_session_ud *u = luaL_checkudata(L, 1, ZULIP_SESSION_MT);
+  zhttp_session_release(u->s);
+  u->s = NULL;
+  zhttp_strset(&u->label, NULL);
+  return 0;
+}
+
+static int zulip_session_tostring(lua_State *L) {
+  zulip_session_ud *u = luaL_checkudata(L, 1, ZULIP_SESSION_MT);
+  lua_pushfstring(L, "zulip.Session (%s)", u->label ? u->label : "closed");
+  return 1;
+}
+
+int zulip_session_new(lua_State *L) {
+  zulip_session_ud *u;
+  zhttp_session *s;
+  const char *site, *email, *key, *v;
+  int failed = 0;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  site = zulip_session_optstring(L, "site", 1);
+  email = zulip_session_optstring(L, "email", 1);
+  key = zulip_session_optstring(L, "api_key", 1);
+  u = zulip_newuserdata(L, sizeof *u);
+  u->s = NULL;
+  u->label = NULL;
+  luaL_getmetatable(L, ZULIP_SESSION_MT);
+  lua_setmetatable(L, -2);
+  u->s = s = zhttp_session_new();
+  if (s == NULL) return luaL_error(L, "session: out of memory");
+  lua_pushfstring(L, "%s at %s", email, site);
+  failed |= zhttp_strset(&u->label, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  failed |= zhttp_strset(&s->base_url, site);
+  lua_pushfstring(L, "%s:%s", email, key);
+  failed |= zhttp_strset(&s->userpwd, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  failed |= zhttp_strset(&s->user_agent, zulip_session_optstring(L, "user_agent", 0));
+  failed |= zhttp_strset(&s->cert_bundle, zulip_session_optstring(L, "cert_bundle", 0));
+  failed |= zhttp_strset(&s->client_cert, zulip_session_optstring(L, "client_cert", 0));
+  failed |= zhttp_strset(&s->client_key, zulip_session_optstring(L, "client_cert_key", 0));
+  v = zulip_session_optstring(L, "proxy", 0);
+  failed |= zhttp_strset(&s->proxy, v);
+  if (failed) return luaL_error(L, "session: out of memory");
+  lua_getfield(L, 1, "insecure");
+  s->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  s->connect_timeout_ms = (long)(1000 * zulip_session_optnumber(L, "connect_timeout", 10, 0.001, 3600));
+  s->max_reply_bytes = (size_t)zulip_session_optnumber(L, "max_reply_bytes", (double)((size_t)256 << 20), 1, 1e15);
+  s->low_speed_limit = (long)zulip_session_optnumber(L, "low_speed_limit", 1024, 0, 1e12);
+  s->low_speed_time = (long)zulip_session_optnumber(L, "low_speed_time", 30, 0, 86400);
+  return 1;
+}
+
+void zulip_session_open(lua_State *L) {
+  zulip_newmetatable(L, ZULIP_SESSION_MT);
+  lua_pushcfunction(L, zulip_session_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, zulip_session_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "zulip.Session is private");
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+}
