@@ -19,7 +19,7 @@ LUAVERS  := 5.4 5.3 5.1 luajit
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all bootstrap build test test-one demo bench lint clean install asan valgrind docs fuzz
+.PHONY: all bootstrap build test test-one demo bench lint clean install install-check ci-extra asan valgrind docs fuzz
 
 all: build
 
@@ -50,6 +50,12 @@ bench: build
 
 lint: bootstrap
 	luacheck -q lua spec examples bench tools
+
+# What .ci/run checks before the test suite: lint, and both install paths.
+ci-extra: lint install-check
+
+install-check: build
+	@sh tools/install-check.sh
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA)/zulip $(DESTDIR)$(PREFIX)/share/lua/$(LUA)/zulip

@@ -20,7 +20,7 @@ for v in $versions; do
   LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/?.lua;;" \
   LUA_CPATH="$root/build/$v/?.so;;" \
   ZULIP_TEST_LUA="$v" \
-    "$bin" /usr/bin/busted --output=utfTerminal ${spec:-spec} >"$out" 2>&1
+    timeout -k 10 "${SPEC_TIMEOUT:-900}" "$bin" /usr/bin/busted --output=utfTerminal ${spec:-spec} >"$out" 2>&1
   rc=$?
   cat "$out"
   line=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)

@@ -33,7 +33,7 @@ function M.fail(e)
 end
 
 local function snippet(text)
-  text = text:gsub("<[^>]*>", " "):gsub("%s+", " "):gsub("^ ", "")
+  text = text:gsub("<[^>]*>", " "):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
   if #text > 120 then text = text:sub(1, 117) .. "..." end
   return text
 end

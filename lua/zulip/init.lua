@@ -68,7 +68,7 @@ function zulip.client(opts)
     if want ~= "any" and type(v) ~= want then error(("zulip: client option '%s' must be a %s"):format(k, want), 2) end
   end
   local timeout = opts.timeout or 15
-  if not (timeout > 0) then error("zulip: client option 'timeout' must be > 0", 2) end
+  if timeout <= 0 or timeout ~= timeout then error("zulip: client option 'timeout' must be > 0", 2) end
   local ok, s = pcall(config.resolve, opts)
   if not ok then error(s, 2) end
   local log = opts.on_log or function() end

@@ -17,7 +17,8 @@ local M = {}
 -- @field cap largest delay, seconds (10)
 M.DEFAULTS = { base = 0.1, factor = 2, cap = 10 }
 
-local RETRY = { NETWORK = true, TIMEOUT = true, PROTOCOL = true, HTTP = true }
+-- client-side codes worth retrying; HTTP only for 5xx (a 3xx or 4xx will not go away)
+local RETRY = { NETWORK = true, TIMEOUT = true, PROTOCOL = true }
 
 local Policy = {}
 Policy.__index = Policy
@@ -62,7 +63,7 @@ function Policy:decide(err)
   elseif code == "RATE_LIMIT_HIT" or status == 429 then
     d.action = "retry"
     d.delay = err.retry_after or self:backoff_delay()
-  elseif RETRY[code] and (status == nil or status < 400 or status >= 500) then
+  elseif RETRY[code] or (code == "HTTP" and (status == nil or status >= 500)) then
     d.action = "retry"
     d.delay = self:backoff_delay()
   else

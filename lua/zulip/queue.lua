@@ -106,6 +106,15 @@ local function state_of(q, level)
   return q:_state()
 end
 
+-- The iterator's last event counts as handled once anything else asks the queue for more.
+local function commit_pending(st)
+  local id = st._pending_ack
+  if id ~= nil then
+    if id > st.last_event_id then st.last_event_id = id end
+    st._pending_ack = nil
+  end
+end
+
 local function wait(q)
   while not q:_drive() do end  -- _drive returns early on a signal, so Ctrl-C is handled
 end
@@ -190,6 +199,7 @@ function Queue:get_events(opts)
     dont_block = opts.dont_block or false
   end
   if st.id == nil then error("zulip: queue is not registered (call q:register() first)", 2) end
+  commit_pending(st)
   start_poll(self, st, dont_block)
   wait(self)
   local events, msg, err = finish_poll(self, st)
@@ -225,7 +235,10 @@ end
 --- Iterate over events for ever, recovering from faults (see `zulip.policy`).
 -- Registers the queue first if needed. Heartbeats are acknowledged and hidden unless
 -- `heartbeats = true`. An event is acknowledged only when the loop asks for the next one, so an
--- event whose loop body raised is delivered again by a later iterator. The loop ends when the
+-- event left by `break` counts as handled. On Lua 5.4 an event whose loop body raised is not
+-- acknowledged (the loop's to-be-closed value sees the error) and comes again from the next poll;
+-- 5.1, 5.3 and LuaJIT cannot tell an error from a `break`, so there it counts as handled when the
+-- queue is next polled. The loop ends when the
 -- queue is closed (also from inside the loop body or a callback); 401 and other fatal errors raise
 -- (the error table is kept in `q.last_error`).
 -- @tparam[opt] table opts `heartbeats`, `on_reset(q, state)`, `on_retry(info)`, `backoff`
@@ -239,7 +252,8 @@ function Queue:each(opts)
   local o = merged_options(st, opts, 3)
   local pol = policy.new(o.backoff, o.random)
   local sleep = o.sleep or core.sleep
-  local buffer, pos, pending_ack, dont_block = {}, 1, nil, false
+  local buffer, pos, dont_block = {}, 1, false
+  commit_pending(st)
 
   local function fail(d, msg)
     st.last_error = d.err
@@ -260,19 +274,22 @@ function Queue:each(opts)
     sleep(d.delay)
   end
 
+  -- On 5.4 the generic for closes this value when the loop ends: a `break` (no error) means the
+  -- body for the last event finished, so it is acknowledged; an error leaves it to be redelivered.
+  local closer = setmetatable({}, { __close = function(_, e)
+    if e == nil then commit_pending(st) else st._pending_ack = nil end
+  end })
+
   return function()
     if self:_closed() then return nil end
-    if pending_ack ~= nil then  -- the loop body for it has returned
-      if pending_ack > st.last_event_id then st.last_event_id = pending_ack end
-      pending_ack = nil
-    end
+    commit_pending(st)  -- the loop body for the previous event has returned
     while true do
       local ev = buffer[pos]
       while ev ~= nil do
         pos = pos + 1
         if ev.id > st.last_event_id then
           if ev.type ~= "heartbeat" or o.heartbeats then
-            pending_ack = ev.id
+            st._pending_ack = ev.id
             return ev
           end
           st.last_event_id = ev.id
@@ -299,7 +316,7 @@ function Queue:each(opts)
       end
       if self:_closed() then return nil end
     end
-  end
+  end, nil, nil, closer
 end
 
 local function step_state(st)
@@ -329,6 +346,7 @@ function Queue:step(timeout)
     error("zulip: step timeout must be a number >= 0", 2)
   end
   local s = step_state(st)
+  commit_pending(st)
   local deadline = now() + timeout
   while true do
     if not self:_busy() then

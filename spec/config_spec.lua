@@ -1,0 +1,111 @@
+local zulip = require("zulip")
+local config = require("zulip.config")
+local util = require("spec.support.util")
+
+local KEY = "botkey0123456789ABCDEFGHIJKLMNOP"
+
+local function env_of(t)
+  return function(name) return t[name] end
+end
+
+describe("configuration", function()
+  local dir, rc
+  before_each(function()
+    dir = util.tmpdir()
+    rc = util.write_file(dir .. "/zuliprc", table.concat({
+      "[api]", "email=rc@example.com", "key=rckey0123456789ABCDEFGHIJKLMNOPQ", "site=rc.example.com/",
+      "insecure=false", "cert_bundle=/tmp/rc-bundle.pem", "client_cert=/tmp/rc.crt", "client_cert_key=/tmp/rc.key",
+      "", "[other]", "email=wrong@example.com", "",
+    }, "\n"))
+  end)
+  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  it("reads the [api] section of a zuliprc", function()
+    local s = config.resolve({ zuliprc = rc }, env_of{})
+    assert.are.equal("rc@example.com", s.email)
+    assert.are.equal("rckey0123456789ABCDEFGHIJKLMNOPQ", s.api_key)
+    assert.are.equal("https://rc.example.com", s.site)
+    assert.are.equal(false, s.insecure)
+    assert.are.equal("/tmp/rc-bundle.pem", s.cert_bundle)
+    assert.are.equal("/tmp/rc.crt", s.client_cert)
+    assert.are.equal("/tmp/rc.key", s.client_cert_key)
+  end)
+
+  it("prefers options, then the environment, then the zuliprc", function()
+    local env = env_of{ ZULIP_EMAIL = "env@example.com", ZULIP_SITE = "http://env.example.com",
+                        ZULIP_CERT_BUNDLE = "/env/bundle.pem", ZULIP_ALLOW_INSECURE = "true" }
+    local s = config.resolve({ zuliprc = rc, email = "opt@example.com" }, env)
+    assert.are.equal("opt@example.com", s.email)
+    assert.are.equal("http://env.example.com", s.site)
+    assert.are.equal("rckey0123456789ABCDEFGHIJKLMNOPQ", s.api_key)
+    assert.are.equal("/env/bundle.pem", s.cert_bundle)
+    assert.are.equal(true, s.insecure)
+  end)
+
+  it("finds the zuliprc through $ZULIP_CONFIG, else ~/.zuliprc", function()
+    local s = config.resolve({}, env_of{ ZULIP_CONFIG = rc })
+    assert.are.equal("rc@example.com", s.email)
+    os.rename(rc, dir .. "/.zuliprc")
+    local out, ok = util.run_lua([[
+      local s = require("zulip.config").resolve({})
+      io.write(s.email, " ", s.site)
+    ]], { HOME = dir, ZULIP_CONFIG = false, ZULIP_EMAIL = false, ZULIP_SITE = false, ZULIP_API_KEY = false,
+          LUA_PATH = util.root .. "/lua/?.lua;" .. util.root .. "/lua/?/init.lua;;" })
+    assert.is_true(ok, out)
+    assert.are.equal("rc@example.com https://rc.example.com", out)
+  end)
+
+  it("reads the real environment through zulip.client", function()
+    local out, ok = util.run_lua([[
+      local c = require("zulip").client{}
+      io.write(c.email, " ", c.site)
+    ]], { HOME = dir, ZULIP_CONFIG = false, ZULIP_EMAIL = "e@example.com", ZULIP_SITE = "zulip.example.org",
+          ZULIP_API_KEY = KEY, LUA_PATH = package.path, LUA_CPATH = package.cpath })
+    assert.is_true(ok, out)
+    assert.are.equal("e@example.com https://zulip.example.org", out)
+  end)
+
+  it("normalises the site", function()
+    assert.are.equal("https://chat.example.com", config.normalize_site("chat.example.com///"))
+    assert.are.equal("http://127.0.0.1:9991", config.normalize_site("http://127.0.0.1:9991/"))
+    assert.are.equal("https://chat.example.com", config.normalize_site("https://chat.example.com/api/"))
+    assert.are.equal("http://localhost:9991", config.normalize_site("localhost:9991"))
+  end)
+
+  it("raises clear errors for a missing site or key and a bad insecure value", function()
+    assert.has_error(function() config.resolve({ email = "a@b", api_key = KEY }, env_of{}) end,
+      "zulip: no site given (option 'site', ZULIP_SITE or zuliprc 'site')")
+    assert.has_error(function() config.resolve({ email = "a@b", site = "x" }, env_of{}) end,
+      "zulip: no API key given (option 'api_key', ZULIP_API_KEY or zuliprc 'key')")
+    assert.has_error(function()
+      config.resolve({ email = "a@b", site = "x", api_key = KEY }, env_of{ ZULIP_ALLOW_INSECURE = "maybe" })
+    end, 'zulip: ZULIP_ALLOW_INSECURE must be true or false, got "maybe"')
+    assert.has_error(function() config.resolve({ zuliprc = dir .. "/missing" }, env_of{}) end)
+  end)
+
+  it("does no network I/O when a client is made", function()
+    local t0 = util.now()
+    local c = zulip.client{ site = "http://192.0.2.1:9", email = "a@example.com", api_key = KEY }
+    assert.is_true(util.now() - t0 < 0.5)
+    assert.are.equal("http://192.0.2.1:9", c.site)
+  end)
+
+  it("rejects wrong option types and unknown options", function()
+    assert.has_error(function() zulip.client{ site = 5, email = "a", api_key = KEY } end,
+      "zulip: client option 'site' must be a string")
+    assert.has_error(function() zulip.client{ sitee = "x" } end, "zulip: unknown client option 'sitee'")
+    assert.has_error(function() zulip.client("x") end, "zulip: zulip.client expects a table of options")
+    assert.has_error(function() zulip.client{ site = "x", email = "a", api_key = KEY, timeout = 0 } end,
+      "zulip: client option 'timeout' must be > 0")
+  end)
+
+  it("never shows the API key in tostring", function()
+    local c = zulip.client{ site = "x.example.com", email = "a@example.com", api_key = KEY }
+    local q = c:queue{}
+    for _, s in ipairs{ tostring(c), tostring(q), tostring(c._session) } do
+      assert.is_nil(s:find(KEY, 1, true), s)
+    end
+    assert.matches("a@example.com at https://x.example.com", tostring(c), 1, true)
+    q:close()
+  end)
+end)

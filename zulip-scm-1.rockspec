@@ -1,0 +1,41 @@
+package = "zulip"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/lua-zulip.git",
+}
+description = {
+  summary = "Zulip real-time events API client with a C core (libcurl, fast JSON)",
+  detailed = [[
+    Register Zulip event queues, long-poll them with automatic recovery, drive them from
+    Neovim, cqueues, luv or a game loop, and decode JSON straight into Lua values with
+    integers kept as integers.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+}
+external_dependencies = {
+  -- only the library: Debian keeps curl.h under a multiarch include dir that luarocks does not search
+  CURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["zulip.core"] = {
+      sources = { "csrc/core.c", "csrc/http.c", "csrc/json.c", "csrc/queue.c", "csrc/session.c" },
+      -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
+      defines = { 'ZULIP_VERSION="0.1.0"' },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "/usr/include/x86_64-linux-gnu" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl" },
+    },
+    ["zulip"] = "lua/zulip/init.lua",
+    ["zulip.config"] = "lua/zulip/config.lua",
+    ["zulip.encode"] = "lua/zulip/encode.lua",
+    ["zulip.errors"] = "lua/zulip/errors.lua",
+    ["zulip.policy"] = "lua/zulip/policy.lua",
+    ["zulip.queue"] = "lua/zulip/queue.lua",
+    ["zulip.version"] = "lua/zulip/version.lua",
+  },
+}
