@@ -12,10 +12,17 @@
 #define zulip_getuservalue(L, i)   lua_getfenv((L), (i))
 #define zulip_setuservalue(L, i)   lua_setfenv((L), (i))
 #define lua_rawlen(L, i)           lua_objlen((L), (i))
+#ifndef luaL_newlib  /* LuaJIT 2.1 has these 5.2 helpers; plain 5.1 does not */
 #define luaL_setfuncs(L, l, n)     zulip_compat_setfuncs((L), (l), (n))
 #define luaL_newlibtable(L, l)     lua_createtable((L), 0, (int)(sizeof(l) / sizeof((l)[0]) - 1))
 #define luaL_newlib(L, l)          (luaL_newlibtable((L), (l)), luaL_setfuncs((L), (l), 0))
+#define luaL_testudata(L, i, t)    zulip_testudata((L), (i), (t))
+#define ZULIP_NEED_SETFUNCS 1
+#endif
+#ifndef lua_absindex
 #define lua_absindex(L, i)         (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
+#endif
+#ifdef ZULIP_NEED_SETFUNCS
 static inline void zulip_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   for (; l->name != NULL; l++) {
     int i;
@@ -33,7 +40,7 @@ static inline void *zulip_testudata(lua_State *L, int i, const char *tname) {
   lua_pop(L, 2);
   return p;
 }
-#define luaL_testudata(L, i, t)    zulip_testudata((L), (i), (t))
+#endif
 #elif LUA_VERSION_NUM < 504
 #define zulip_newuserdata(L, sz)   lua_newuserdata((L), (sz))
 #define zulip_getuservalue(L, i)   ((void)lua_getuservalue((L), (i)))
