@@ -23,7 +23,7 @@ for v in $versions; do
     timeout -k 10 "${SPEC_TIMEOUT:-900}" "$bin" /usr/bin/busted --output=utfTerminal ${spec:-spec} >"$out" 2>&1
   rc=$?
   cat "$out"
-  line=$(grep -E '^[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
+  line=$(grep -E '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$out" | tail -n 1)
   ok=$(echo "$line" | sed -n 's/^\([0-9]*\) success.*/\1/p')
   bad=$(echo "$line" | sed -n 's/.* \([0-9]*\) failures\{0,1\} \/ \([0-9]*\) errors\{0,1\}.*/\1 \2/p')
   if [ -z "$ok" ]; then
