@@ -13,6 +13,7 @@ local config = require("zulip.config")
 local encode = require("zulip.encode")
 local errors = require("zulip.errors")
 local queue = require("zulip.queue")
+local loop = require("zulip.loop")
 local version = require("zulip.version")
 
 local zulip = {}
@@ -27,6 +28,16 @@ zulip.null = core.null
 -- @tparam string json
 -- @usage local v = zulip.decode('{"id": 5}'); assert(math.type == nil or math.type(v.id) == "integer")
 zulip.decode = core.decode
+--- Drive many queues at once: wait in one `poll(2)` on all their pollfds (at most `timeout`
+-- seconds; nil: until one has work), then `step(0)` the ones with work. See `zulip.loop`.
+-- @function step_all
+-- @tparam table queues a list of queues
+-- @tparam[opt] number timeout
+-- @treturn table a list of `{ queue = q, events = list }` and `{ queue = q, error = err, message = msg }`
+-- @usage for _, r in ipairs(zulip.step_all(queues, 0.5)) do
+--   for _, ev in ipairs(r.events or {}) do print(r.queue.id, ev.type) end
+-- end
+zulip.step_all = loop.step_all
 
 local platform = io.open("/proc/version", "r")
 if platform then platform:close() end
@@ -45,6 +56,7 @@ local CLIENT_OPTS = {
   cert_bundle = "string", client_cert = "string", client_cert_key = "string", proxy = "string",
   user_agent = "string", timeout = "number", on_log = "function", max_reply_bytes = "number",
   low_speed_limit = "number", low_speed_time = "number", connect_timeout = "number",
+  longpoll_grace = "number",
 }
 
 local warned_insecure = false
@@ -56,7 +68,9 @@ local warned_insecure = false
 -- @tparam[opt] table opts `site`, `email`, `api_key`, `zuliprc`, `insecure`, `cert_bundle`,
 --   `client_cert`, `client_cert_key`, `proxy`, `user_agent`, `timeout` (seconds, default 15),
 --   `connect_timeout` (10), `max_reply_bytes` (256 MiB), `low_speed_limit` (bytes/s, 1024) and
---   `low_speed_time` (s, 30) for replies that trickle, `on_log(level, msg, fields)`
+--   `low_speed_time` (s, 30) for replies that trickle, `longpoll_grace` (s, 10: how long past the
+--   server's `event_queue_longpoll_timeout_seconds` a silent long-poll is given before it is
+--   called dead and redone), `on_log(level, msg, fields)`
 -- @treturn table the client
 -- @usage local client = zulip.client{ site = "chat.example.com", email = "bot@example.com", api_key = key }
 function zulip.client(opts)
@@ -89,8 +103,10 @@ function zulip.client(opts)
     end
     warned_insecure = true
   end
+  local grace = opts.longpoll_grace or 10
+  if grace < 0 or grace ~= grace then error("zulip: client option 'longpoll_grace' must be >= 0", 2) end
   return setmetatable({ site = s.site, email = s.email, timeout = timeout, insecure = s.insecure,
-                        _session = session, _log = log }, Client)
+                        longpoll_grace = grace, _session = session, _log = log }, Client)
 end
 
 --- Make an event queue (not yet registered: see `q:register`, `q:each`, `q:step`).

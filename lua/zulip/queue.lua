@@ -12,7 +12,6 @@ local policy = require("zulip.policy")
 local Queue = core.Queue
 local M = {}
 
-local GRACE = 10  -- seconds a long-poll may run past the server's own timeout before we call it dead
 local format, now = string.format, core.now
 
 local function is_int(v)
@@ -95,9 +94,11 @@ function M.new(client, session, opts, log)
   st._register_body = encode.form(params)
   st._timeout = client.timeout
   st._longpoll = 90
+  st._grace = client.longpoll_grace  -- a silent long-poll gets this long past the server's timeout
   st._recovery = {}
   for k in pairs(RECOVERY) do st._recovery[k] = opts[k] end
   st._log = log
+  q:_alarm(0)  -- a new queue has work (its register): its pollfd says so
   return q
 end
 
@@ -140,7 +141,7 @@ local function start_poll(q, st, dont_block)
   local path = "/api/v1/events?queue_id=" .. encode.urlescape(st.id)
     .. "&last_event_id=" .. format("%d", st.last_event_id)
   if dont_block then path = path .. "&dont_block=true" end
-  q:_start("GET", path, nil, dont_block and st._timeout or st._longpoll + GRACE)
+  q:_start("GET", path, nil, dont_block and st._timeout or st._longpoll + st._grace)
   st._op, st._op_id = "poll", st.id
 end
 
@@ -329,27 +330,16 @@ local function step_state(st)
   return s
 end
 
---- One bounded, non-blocking pass for event loops: starts or finishes the long-poll (or a
--- register), applies the recovery policy with timers instead of sleeps, and returns the new
--- events. `q:step(0)` never blocks. The events returned are acknowledged by the next poll, which
--- starts on the next call. Recovery options come from `client:queue{...}`.
--- @tparam[opt=0] number timeout seconds it may wait for activity
--- @treturn table new events (possibly empty), or `nil, msg, err` on a fatal error (401, other 4xx)
--- @usage while running do
---   for _, ev in ipairs(assert(q:step(0))) do handle(ev) end
---   draw_frame()
--- end
-function Queue:step(timeout)
-  local st = state_of(self)
-  if timeout == nil then timeout = 0 end
-  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
-    error("zulip: step timeout must be a number >= 0", 2)
-  end
-  local s = step_state(st)
-  commit_pending(st)
+-- The body of `step`: loops until events come or the deadline passes. Once past the deadline it
+-- starts no second request, so `step(0)` does a bounded amount of work even against a server
+-- that answers instantly.
+local function step_pass(self, st, s, timeout)
   local deadline = now() + timeout
+  local started = false
   while true do
     if not self:_busy() then
+      if started and now() >= deadline then return {} end
+      started = true
       local t = now()
       if s.wake_at and t < s.wake_at then
         if t >= deadline then return {} end
@@ -398,14 +388,60 @@ function Queue:step(timeout)
   end
 end
 
+-- After a step, arm the queue's alarm so that its pollfd alone says when to step next: at the
+-- end of a backoff, or at once when the next request is still to be started (after events were
+-- returned). A transfer in flight needs none (its sockets and curl's timer are in the same epoll
+-- set); after a fatal error the queue stays quiet until someone calls `step` again.
+local function arm_alarm(q, s, failed)
+  if q:_closed() or q:_busy() then return end
+  s.failed = failed or nil
+  if failed then return end
+  local wake = s.wake_at and s.wake_at - now() or 0
+  q:_alarm(wake > 0 and wake or 0)
+end
+
+--- One bounded, non-blocking pass for event loops: starts or finishes the long-poll (or a
+-- register), applies the recovery policy with timers instead of sleeps, and returns the new
+-- events. `q:step(0)` never blocks, whatever the queue is doing (registering, long-polling,
+-- backing off, just finished); `q:step(t)` waits at most `t` seconds. The events returned are
+-- acknowledged by the next poll, which starts on the next call. Recovery options come from
+-- `client:queue{...}`.
+--
+-- The queue's `pollfd` is readable exactly when a call has work to do: socket or timer activity
+-- of the request in flight, the end of a retry's backoff, or a next request to start. So a loop
+-- that watches only the fd never misses a wake-up; `q:timeout()` says the same in seconds for
+-- loops that prefer a timeout. After a fatal error the fd stays quiet and `timeout()` is nil
+-- until `step` is called again (which retries).
+-- @tparam[opt=0] number timeout seconds it may wait for activity
+-- @treturn table new events (possibly empty), or `nil, msg, err` on a fatal error (401, other 4xx)
+-- @usage while running do
+--   for _, ev in ipairs(assert(q:step(0))) do handle(ev) end
+--   draw_frame()
+-- end
+function Queue:step(timeout)
+  local st = state_of(self)
+  if timeout == nil then timeout = 0 end
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    error("zulip: step timeout must be a number >= 0", 2)
+  end
+  local s = step_state(st)
+  commit_pending(st)
+  self:_alarm(nil)  -- this call is the wake-up; arm_alarm sets the next one
+  local events, msg, err = step_pass(self, st, s, timeout)
+  arm_alarm(self, s, events == nil)
+  return events, msg, err
+end
+
 --- Seconds until the queue needs `step` to be called again, or nil when only its `pollfd`
--- becoming readable matters. For cqueues and other pollers.
+-- becoming readable matters (a request in flight with no timer due, or a queue stopped by a
+-- fatal error). 0 for a queue that has not started yet. For cqueues and other pollers.
 -- @treturn number|nil
 -- @usage local t = q:timeout()
 function Queue:timeout()
   local st = state_of(self)
   if self:_busy() then return self:_timeout() end
   local s = st._step
+  if s and s.failed then return nil end
   if s and s.wake_at then
     local t = s.wake_at - now()
     return t > 0 and t or 0

@@ -55,23 +55,65 @@ function M.run_lua(code, env)
   return out, ok == true or ok == 0
 end
 
---- Post a message as `user` after `seconds`, from a background process, so that a spec can
--- block in a long-poll and still see a message arrive. Returns at once.
+-- Runs a small Python script in the background (python3 is bootstrapped for the dev server).
+local function background_python(lines)
+  local script = os.tmpname()
+  table.insert(lines, 1, "import base64, json, os, sys, time, urllib.request as r")
+  table.insert(lines, 2, "os.unlink(sys.argv[0])")
+  M.write_file(script, table.concat(lines, "\n") .. "\n")
+  os.execute("python3 " .. shquote(script) .. " >/dev/null 2>&1 &")
+end
+
+local function py_auth(u)
+  return ("base64.b64encode(%q.encode()).decode()"):format(u.email .. ":" .. u.api_key)
+end
+
+--- Do something to the dev server from a background process after `seconds`, so that a spec
+-- blocked in a long-poll sees it happen. Returns at once. `action` is one of:
+--   { control = { method, path, body } }                     a /test/ control call
+--   { user = "bot", get = "/api/v1/events?..." }            an authenticated GET (may long-poll)
+--   { messages = { count = n, to = "Denmark", topic = "t", spread = secs } }
+--       Alice sends messages "1".."n", one by one, spread over `spread` seconds
 function M.send_later(srv, seconds, user, msg)
   local u = srv.users[user]
   local body = require("spec.support.devserver").form(msg)
-  local script = os.tmpname()
-  M.write_file(script, table.concat({
-    "import base64, os, sys, time, urllib.request as r",
-    "os.unlink(sys.argv[0])",
+  background_python{
     ("time.sleep(%.3f)"):format(seconds),
     ("req = r.Request(%q, data=%q.encode(), method='POST')"):format(srv.site .. "/api/v1/messages", body),
-    ("req.add_header('Authorization', 'Basic ' + base64.b64encode(%q.encode()).decode())")
-      :format(u.email .. ":" .. u.api_key),
+    "req.add_header('Authorization', 'Basic ' + " .. py_auth(u) .. ")",
     "req.add_header('Content-Type', 'application/x-www-form-urlencoded')",
-    "r.urlopen(req, timeout=10).read()",
-  }, "\n") .. "\n")
-  os.execute("python3 " .. shquote(script) .. " >/dev/null 2>&1 &")
+    "import ssl; ctx = ssl._create_unverified_context()",
+    "r.urlopen(req, timeout=10, context=ctx).read()",
+  }
+end
+
+function M.later(srv, seconds, action)
+  local base = "http://127.0.0.1:" .. (srv.control_port or srv.port)
+  local lines = { ("time.sleep(%.3f)"):format(seconds) }
+  if action.control then
+    local method, path, body = action.control[1], action.control[2], action.control[3]
+    lines[#lines + 1] = ("req = r.Request(%q, data=json.dumps(json.loads(%q)).encode(), method=%q)")
+      :format(base .. path, require("cjson").encode(body or {}), method)
+    lines[#lines + 1] = "req.add_header('Content-Type', 'application/json')"
+    lines[#lines + 1] = "r.urlopen(req, timeout=10).read()"
+  elseif action.get then
+    lines[#lines + 1] = ("req = r.Request(%q)"):format(base .. action.get)
+    lines[#lines + 1] = "req.add_header('Authorization', 'Basic ' + " .. py_auth(srv.users[action.user]) .. ")"
+    lines[#lines + 1] = "r.urlopen(req, timeout=30).read()"
+  elseif action.messages then
+    local m = action.messages
+    local auth = py_auth(srv.users.alice)
+    lines[#lines + 1] = ("n, gap = %d, %.4f"):format(m.count, (m.spread or 0) / m.count)
+    lines[#lines + 1] = "for i in range(1, n + 1):"
+    lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + str(i)"):format(m.to, m.topic)
+    lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')"):format(base .. "/api/v1/messages")
+    lines[#lines + 1] = "    req.add_header('Authorization', 'Basic ' + " .. auth .. ")"
+    lines[#lines + 1] = "    r.urlopen(req, timeout=10).read()"
+    lines[#lines + 1] = "    time.sleep(gap)"
+  else
+    error("util.later: unknown action")
+  end
+  background_python(lines)
 end
 
 --- A clock for bounded waits in specs.
