@@ -13,7 +13,8 @@ print(("echo bot: %s on %s, queue registered (Zulip %s)"):format(client.email, c
 io.stdout:flush()
 
 local seen = 0
-for event in q:each{ on_retry = function(r) print(("  (retrying after %s in %.2f s)"):format(r.reason, r.delay)) end } do
+local function on_retry(r) print(("  (retrying after %s in %.2f s)"):format(r.reason, r.delay)) end
+for event in q:each{ on_retry = on_retry } do
   local m = event.message
   local where = m.type == "stream" and ("#" .. m.display_recipient .. " > " .. m.subject) or "direct"
   print(("[%s] %s: %s"):format(where, m.sender_full_name, m.content))

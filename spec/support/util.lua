@@ -106,7 +106,8 @@ function M.later(srv, seconds, action)
     lines[#lines + 1] = ("n, gap = %d, %.4f"):format(m.count, (m.spread or 0) / m.count)
     lines[#lines + 1] = "for i in range(1, n + 1):"
     lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + str(i)"):format(m.to, m.topic)
-    lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')"):format(base .. "/api/v1/messages")
+    lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')")
+      :format(base .. "/api/v1/messages")
     lines[#lines + 1] = "    req.add_header('Authorization', 'Basic ' + " .. auth .. ")"
     lines[#lines + 1] = "    r.urlopen(req, timeout=10).read()"
     lines[#lines + 1] = "    time.sleep(gap)"
