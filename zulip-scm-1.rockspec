@@ -23,7 +23,8 @@ build = {
   type = "builtin",
   modules = {
     ["zulip.core"] = {
-      sources = { "csrc/core.c", "csrc/http.c", "csrc/json.c", "csrc/queue.c", "csrc/session.c" },
+      sources = { "csrc/core.c", "csrc/http.c", "csrc/json.c", "csrc/poller.c", "csrc/queue.c",
+                  "csrc/session.c" },
       -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
       defines = { 'ZULIP_VERSION="0.1.0"' },
       incdirs = { "csrc", "$(CURL_INCDIR)", "/usr/include/x86_64-linux-gnu" },
@@ -34,8 +35,10 @@ build = {
     ["zulip.config"] = "lua/zulip/config.lua",
     ["zulip.encode"] = "lua/zulip/encode.lua",
     ["zulip.errors"] = "lua/zulip/errors.lua",
+    ["zulip.loop"] = "lua/zulip/loop.lua",
     ["zulip.policy"] = "lua/zulip/policy.lua",
     ["zulip.queue"] = "lua/zulip/queue.lua",
+    ["zulip.uv"] = "lua/zulip/uv.lua",
     ["zulip.version"] = "lua/zulip/version.lua",
   },
 }

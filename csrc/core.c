@@ -4,6 +4,7 @@
 #include "compat.h"
 #include "http.h"
 #include "json.h"
+#include "poller.h"
 #include "queue.h"
 #include "session.h"
 
@@ -60,6 +61,7 @@ static const luaL_Reg zulip_core_functions[] = {
   {"queue", zulip_queue_new},
   {"now", zulip_core_now},
   {"sleep", zulip_core_sleep},
+  {"wait", zulip_poller_wait},
   {NULL, NULL}
 };
 

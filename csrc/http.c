@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 
 #define ZHTTP_SMALL_BUFFER (1u << 20)  /* keep at most this much reply buffer between polls */
@@ -91,23 +92,33 @@ static int zhttp_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
   return 0;
 }
 
-static void zhttp_arm_timerfd(zhttp_conn *c, long ms) {
+/* One timerfd serves two one-shot timers, curl's and the owner's alarm: arm it for the earlier.
+ * Absolute times on CLOCK_MONOTONIC (the clock of zhttp_now_ms), so a late re-arm cannot drift;
+ * a time already past fires at once. Re-arming also clears a pending expiry. */
+static void zhttp_rearm(zhttp_conn *c) {
   struct itimerspec its;
+  long long due = c->timer_due_ms;
+  if (c->alarm_due_ms >= 0 && (due < 0 || c->alarm_due_ms < due)) due = c->alarm_due_ms;
   memset(&its, 0, sizeof its);
-  if (ms >= 0) {
-    if (ms == 0) ms = 1;  /* an all-zero it_value would disarm the timer */
-    its.it_value.tv_sec = ms / 1000;
-    its.it_value.tv_nsec = (ms % 1000) * 1000000L;
+  if (due >= 0) {
+    its.it_value.tv_sec = (time_t)(due / 1000);
+    its.it_value.tv_nsec = (long)(due % 1000) * 1000000L;
+    if (due == 0) its.it_value.tv_nsec = 1;  /* an all-zero it_value would disarm the timer */
   }
-  timerfd_settime(c->tfd, 0, &its, NULL);
+  timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
 static int zhttp_on_timer(CURLM *multi, long timeout_ms, void *userp) {
   zhttp_conn *c = userp;
   (void)multi;
   c->timer_due_ms = timeout_ms < 0 ? -1 : zhttp_now_ms() + timeout_ms;
-  zhttp_arm_timerfd(c, timeout_ms);
+  zhttp_rearm(c);
   return 0;
+}
+
+void zhttp_alarm(zhttp_conn *c, long ms) {
+  c->alarm_due_ms = ms < 0 ? -1 : zhttp_now_ms() + ms;
+  zhttp_rearm(c);
 }
 
 static size_t zhttp_on_body(char *data, size_t size, size_t nmemb, void *userp) {
@@ -160,6 +171,17 @@ static size_t zhttp_on_header(char *data, size_t size, size_t nmemb, void *userp
   return n;
 }
 
+/* curl's own socket opener, plus a note of why socket() failed: curl reports running out of
+ * file descriptors as a plain "Couldn't connect to server". */
+static curl_socket_t zhttp_on_opensocket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr) {
+  zhttp_conn *c = userp;
+  curl_socket_t fd;
+  (void)purpose;
+  fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd == CURL_SOCKET_BAD) c->socket_errno = errno;
+  return fd;
+}
+
 /* Low-speed guard for replies that have started: a long-poll may be silent for 90 s before its
  * headers, so curl's own CURLOPT_LOW_SPEED_* (which counts from the request) cannot be used. */
 static int zhttp_on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow,
@@ -186,14 +208,24 @@ int zhttp_conn_init(zhttp_conn *c, zhttp_session *s) {
   struct epoll_event ev;
   memset(c, 0, sizeof *c);
   c->epfd = c->tfd = -1;
-  c->timer_due_ms = -1;
+  c->timer_due_ms = c->alarm_due_ms = -1;
   c->retry_after = -1;
   c->epfd = epoll_create1(EPOLL_CLOEXEC);
-  c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (c->epfd >= 0) c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (c->epfd < 0 || c->tfd < 0) {
+    int e = errno;
+    if (e == EMFILE || e == ENFILE)
+      snprintf(c->errbuf, sizeof c->errbuf, "out of file descriptors (%s): raise the open-files limit "
+               "(ulimit -n, RLIMIT_NOFILE) or close queues", strerror(e));
+    else
+      snprintf(c->errbuf, sizeof c->errbuf, "cannot make its epoll/timer fds: %s", strerror(e));
+    zhttp_conn_free(c);
+    return -1;
+  }
   c->multi = curl_multi_init();
   c->easy = curl_easy_init();
-  if (c->epfd < 0 || c->tfd < 0 || c->multi == NULL || c->easy == NULL) {
-    strcpy(c->errbuf, c->epfd < 0 || c->tfd < 0 ? "out of file descriptors" : "out of memory");
+  if (c->multi == NULL || c->easy == NULL) {
+    strcpy(c->errbuf, "out of memory");
     zhttp_conn_free(c);
     return -1;
   }
@@ -241,6 +273,8 @@ static void zhttp_set_common(zhttp_conn *c, long timeout_ms) {
   curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, zhttp_on_progress);
   curl_easy_setopt(e, CURLOPT_XFERINFODATA, c);
   curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, zhttp_on_opensocket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
   curl_easy_setopt(e, CURLOPT_USERPWD, s->userpwd);
   curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
@@ -296,9 +330,12 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   c->status = 0;
   c->retry_after = -1;
   c->too_large = c->too_slow = 0;
+  c->socket_errno = 0;
   c->window_start_ms = -1;
   c->window_bytes = 0;
   c->body_len = 0;
+  c->alarm_due_ms = -1;  /* the transfer's own sockets and timer say when to act now */
+  zhttp_rearm(c);
   if (c->body_cap > ZHTTP_SMALL_BUFFER) {  /* don't hold a 50 MB register reply for ever */
     free(c->body);
     c->body = NULL;
@@ -320,6 +357,10 @@ static void zhttp_collect(zhttp_conn *c) {
     if (msg->msg != CURLMSG_DONE || msg->easy_handle != c->easy) continue;
     c->rc = msg->data.result;
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+    if (c->rc == CURLE_COULDNT_CONNECT && (c->socket_errno == EMFILE || c->socket_errno == ENFILE))
+      snprintf(c->errbuf, sizeof c->errbuf, "cannot open a socket: out of file descriptors (%s): "
+               "raise the open-files limit (ulimit -n, RLIMIT_NOFILE) or close queues",
+               strerror(c->socket_errno));  /* curl itself only says "Couldn't connect" */
     curl_multi_remove_handle(c->multi, c->easy);
     if (c->body != NULL) c->body[c->body_len] = 0;
     c->state = ZHTTP_DONE;
@@ -362,7 +403,9 @@ int zhttp_drive(zhttp_conn *c, long wait_ms) {
       if (evs[i].data.fd == c->tfd) {
         unsigned long long expirations;
         if (read(c->tfd, &expirations, sizeof expirations) < 0) { /* already drained */ }
-        continue;  /* the timer check at the top of the loop acts on it */
+        if (c->alarm_due_ms >= 0 && c->alarm_due_ms <= zhttp_now_ms()) c->alarm_due_ms = -1;
+        zhttp_rearm(c);  /* one-shot: keep it armed for whichever timer is still to come */
+        continue;  /* the timer check at the top of the loop acts on curl's */
       }
       zhttp_act(c, evs[i].data.fd,
                 ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
@@ -383,7 +426,7 @@ void zhttp_abort(zhttp_conn *c) {
   if (c->state == ZHTTP_BUSY) curl_multi_remove_handle(c->multi, c->easy);
   c->state = ZHTTP_IDLE;
   c->timer_due_ms = -1;
-  zhttp_arm_timerfd(c, -1);
+  zhttp_rearm(c);  /* keeps an alarm the owner set */
 }
 
 long zhttp_timeout_ms(const zhttp_conn *c) {

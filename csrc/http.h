@@ -42,7 +42,9 @@ typedef struct zhttp_conn {
   double retry_after;          /* Retry-After header in seconds, < 0 when absent */
   int too_large;               /* the reply passed max_reply_bytes */
   long long timer_due_ms;      /* curl's timer on the monotonic clock, -1 when unset */
+  long long alarm_due_ms;      /* the owner's wake-up (zhttp_alarm) on the same clock, -1 when unset */
   int too_slow;                /* the reply trickled below the low-speed limit */
+  int socket_errno;            /* errno of a failed socket() (EMFILE: out of fds), else 0 */
   long long window_start_ms;   /* low-speed window: starts when the reply's headers begin */
   curl_off_t window_bytes;     /* bytes received when the window started */
   char *body;                  /* reply body, body_len bytes (capacity body_cap) */
@@ -67,6 +69,11 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
 int zhttp_drive(zhttp_conn *c, long wait_ms);
 void zhttp_abort(zhttp_conn *c);               /* ends an in-flight transfer, keeps the handles */
 long zhttp_timeout_ms(const zhttp_conn *c);    /* ms until curl wants a call; -1: only on fd activity */
+/* Makes the epoll fd readable after ms (0: at once; < 0: cancels) while no transfer runs, so a
+ * foreign loop watching only that fd wakes for the owner's own timers (a retry's backoff). It
+ * shares the timerfd with curl's timer (armed for the earlier of the two); starting a transfer
+ * cancels it, and so does any expiry that zhttp_drive consumes. */
+void zhttp_alarm(zhttp_conn *c, long ms);
 void zhttp_reset_result(zhttp_conn *c);        /* DONE -> IDLE; keeps the buffer for reuse */
 long long zhttp_now_ms(void);
 

@@ -40,7 +40,10 @@ int zulip_queue_new(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_newtable(L);
   zulip_setuservalue(L, -2);
-  if (zhttp_conn_init(&q->conn, s) != 0) return luaL_error(L, "queue: %s", q->conn.errbuf);
+  if (zhttp_conn_init(&q->conn, s) != 0) {  /* no position: the message says it all */
+    lua_pushfstring(L, "zulip: cannot make a queue: %s", q->conn.errbuf);
+    return lua_error(L);
+  }
   q->closed = 0;
   return 1;
 }
@@ -164,6 +167,22 @@ static int zulip_queue_timeout(lua_State *L) {
   return 1;
 }
 
+/* q:_alarm(seconds|nil): make pollfd readable after seconds while no transfer runs (the retry
+ * backoff of q:step, or "call step now" at 0), so that the fd alone tells a loop when to step;
+ * nil cancels. Rounded up to whole milliseconds, so it never fires before the time asked. */
+static int zulip_queue_alarm(lua_State *L) {
+  zulip_queue *q = zulip_queue_check(L);
+  long ms = -1;
+  if (!lua_isnoneornil(L, 2)) {
+    double s = luaL_checknumber(L, 2);
+    if (!(s >= 0 && s <= 86400.0 * 365)) return luaL_error(L, "bad alarm: %f seconds", s);
+    ms = (long)(s * 1000);
+    if ((double)ms < s * 1000) ms++;
+  }
+  zhttp_alarm(&q->conn, ms);
+  return 0;
+}
+
 static int zulip_queue_state(lua_State *L) {
   luaL_checkudata(L, 1, ZULIP_QUEUE_MT);
   zulip_getuservalue(L, 1);
@@ -256,6 +275,7 @@ static const luaL_Reg zulip_queue_methods[] = {
   {"_busy", zulip_queue_busy},
   {"_abort", zulip_queue_abort},
   {"_timeout", zulip_queue_timeout},
+  {"_alarm", zulip_queue_alarm},
   {"_state", zulip_queue_state},
   {"_closed", zulip_queue_is_closed},
   {NULL, NULL}
