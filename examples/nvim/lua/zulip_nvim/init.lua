@@ -1,0 +1,105 @@
+--- zulip_nvim: a small Neovim plugin (0.7+) that shows incoming Zulip messages in a buffer.
+-- The queue is driven by `zulip.uv` on the editor's own libuv loop, so the long-poll never
+-- blocks typing: messages are appended as they arrive.
+--
+--     :ZulipOpen            all messages the account receives
+--     :ZulipOpen Denmark    one channel
+--     :ZulipClose           stop and delete the server's queue
+--
+-- Credentials come from `ZULIP_SITE`/`ZULIP_EMAIL`/`ZULIP_API_KEY` or `~/.zuliprc` (see
+-- `zulip.client`), or from `require("zulip_nvim").open{ client = { ... } }`.
+-- @module zulip_nvim
+local M = {}
+
+local views = {}
+local opened = 0
+
+local function format_message(m)
+  local where
+  if m.type == "stream" then
+    where = ("#%s > %s"):format(tostring(m.display_recipient), tostring(m.subject or m.topic))
+  else
+    where = "direct"
+  end
+  local head = ("%s %s (%s): "):format(os.date("%H:%M", tonumber(m.timestamp) or os.time()),
+                                       tostring(m.sender_full_name), where)
+  local lines = {}
+  for line in (tostring(m.content) .. "\n"):gmatch("([^\n]*)\n") do
+    lines[#lines + 1] = #lines == 0 and (head .. line) or ("    " .. line)
+  end
+  return lines
+end
+
+local function append(view, lines)
+  if not vim.api.nvim_buf_is_valid(view.buf) then return end
+  vim.api.nvim_buf_set_lines(view.buf, -1, -1, false, lines)
+  -- keep windows that show the end of the buffer following it
+  local last = vim.api.nvim_buf_line_count(view.buf)
+  for _, win in ipairs(vim.api.nvim_list_wins()) do
+    if vim.api.nvim_win_get_buf(win) == view.buf and vim.api.nvim_win_get_cursor(win)[1] >= last - #lines then
+      vim.api.nvim_win_set_cursor(win, { last, 0 })
+    end
+  end
+end
+
+--- Open a buffer that shows incoming messages.
+-- @tparam[opt] table opts `client` (options for `zulip.client`, default: environment/zuliprc),
+--   `channel` (only this channel), `window` (false: don't show the buffer in the current window),
+--   `zulip` (the module, for tests)
+-- @treturn table the view: `buf`, `queue`, `watch` (the `zulip.uv` watcher), `messages` (count)
+-- @usage local view = require("zulip_nvim").open{ channel = "Denmark" }
+function M.open(opts)
+  opts = opts or {}
+  local zulip = opts.zulip or require("zulip")
+  local client = zulip.client(opts.client or {})
+  local narrow = opts.channel and { { "channel", opts.channel } } or nil
+  local q = client:queue{ event_types = { "message" }, apply_markdown = false, narrow = narrow }
+  opened = opened + 1
+  local buf = vim.api.nvim_create_buf(true, true)
+  vim.api.nvim_buf_set_name(buf, ("zulip://%s/%d"):format(opts.channel or "all", opened))
+  vim.api.nvim_buf_set_option(buf, "filetype", "zulip")
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false,
+    { ("-- Zulip: %s at %s%s --"):format(client.email, client.site, opts.channel and (", #" .. opts.channel) or "") })
+  local view = { buf = buf, queue = q, client = client, messages = 0 }
+  view.watch = require("zulip.uv").watch(q, function(ev)
+    if ev.type == "message" then
+      view.messages = view.messages + 1
+      append(view, format_message(ev.message))
+    end
+  end, function(msg, err)
+    append(view, { "!! " .. msg })
+    if err and err.code ~= "CALLBACK" then view.stopped = msg end
+  end)
+  views[buf] = view
+  vim.api.nvim_create_autocmd("BufWipeout", { buffer = buf, once = true, callback = function() M.close(view) end })
+  if opts.window ~= false then vim.api.nvim_win_set_buf(0, buf) end
+  return view
+end
+
+--- Stop a view's watcher and close its queue (which deletes it on the server).
+-- @tparam[opt] table view default: the view in the current buffer, else every view
+-- @usage require("zulip_nvim").close()
+function M.close(view)
+  local list = {}
+  if view then
+    list[1] = view
+  elseif views[vim.api.nvim_get_current_buf()] then
+    list[1] = views[vim.api.nvim_get_current_buf()]
+  else
+    for _, v in pairs(views) do list[#list + 1] = v end
+  end
+  for _, v in ipairs(list) do
+    views[v.buf] = nil
+    v.watch:stop()  -- first: closing the queue frees the fd libuv watches
+    v.queue:close()
+  end
+end
+
+--- The open views, keyed by buffer number.
+-- @treturn table
+-- @usage for buf, view in pairs(require("zulip_nvim").views()) do print(buf, view.messages) end
+function M.views()
+  return views
+end
+
+return M

@@ -1,0 +1,15 @@
+-- :ZulipOpen [channel] and :ZulipClose (see lua/zulip_nvim/init.lua).
+if vim.g.loaded_zulip_nvim then return end
+vim.g.loaded_zulip_nvim = true
+
+vim.api.nvim_create_user_command("ZulipOpen", function(cmd)
+  require("zulip_nvim").open{ channel = cmd.args ~= "" and cmd.args or nil }
+end, { nargs = "?", desc = "Show incoming Zulip messages in a buffer" })
+
+vim.api.nvim_create_user_command("ZulipClose", function()
+  require("zulip_nvim").close()
+end, { desc = "Stop showing Zulip messages (in this buffer, else everywhere)" })
+
+vim.api.nvim_create_autocmd("VimLeavePre", {
+  callback = function() require("zulip_nvim").close() end,
+})

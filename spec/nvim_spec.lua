@@ -1,0 +1,115 @@
+-- Real headless Neovim (Debian's 0.7.2, LuaJIT) runs the example plugin (examples/nvim) on the
+-- module built for LuaJIT (build/luajit) and receives pushed messages, while an editor timer
+-- shows that the editor's loop stayed responsive during the long-poll. The driver that runs
+-- inside Neovim is spec/support/nvim_driver.lua.
+local cjson = require("cjson")
+local socket = require("socket")
+local devserver = require("spec.support.devserver")
+local util = require("spec.support.util")
+
+local root = util.root
+if root:sub(1, 1) ~= "/" then root = (os.getenv("PWD") or ".") .. (root == "." and "" or ("/" .. root)) end
+
+local function sh(cmd)
+  local ok, _, code = os.execute(cmd)
+  if type(ok) == "number" then return ok == 0 end
+  return ok == true and (code == nil or code == 0)
+end
+
+-- Waits up to `secs` for f() to return a true value, and returns it.
+local function wait_for(secs, f)
+  local deadline = util.now() + secs
+  repeat
+    local v = f()
+    if v then return v end
+    socket.sleep(0.02)
+  until util.now() > deadline
+end
+
+describe("Neovim drives a queue through zulip.uv", function()
+  local srv
+
+  setup(function()
+    srv = devserver.start{ heartbeat = 30 }
+    -- Neovim loads the C core through package.cpath; make sure the LuaJIT build is current
+    assert(sh("make --no-print-directory -C " .. util.shquote(root)
+              .. " LUA=luajit build/luajit/zulip/core.so >/dev/null"), "make LUA=luajit failed")
+  end)
+  teardown(function() srv:stop() end)
+
+  it("shows pushed messages in the plugin's buffer; a 20 ms editor timer keeps its pace meanwhile", function()
+    local out = util.tmpdir()
+    local bot = srv.users.bot
+    local env = {
+      ZULIP_NVIM_ROOT = root, ZULIP_NVIM_OUT = out, ZULIP_NVIM_MESSAGES = "3", ZULIP_NVIM_TIMEOUT = "20",
+      ZULIP_SITE = srv.site, ZULIP_EMAIL = bot.email, ZULIP_API_KEY = bot.api_key,
+      HOME = out,  -- no ~/.zuliprc: the environment alone configures the client
+    }
+    local parts = { "env" }
+    for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. util.shquote(v) end
+    assert(sh(table.concat(parts, " ") .. " timeout -k 5 60 nvim --headless -u NONE -i NONE -n -c "
+              .. util.shquote("luafile " .. root .. "/spec/support/nvim_driver.lua")
+              .. " </dev/null >" .. util.shquote(out .. "/log") .. " 2>&1 & echo $! >" .. util.shquote(out .. "/pid")))
+    local pid = tonumber(util.read_file(out .. "/pid"))
+
+    local function log() return (util.read_file(out .. "/log") or "") .. (util.read_file(out .. "/result") or "") end
+    local qid = wait_for(20, function() return util.read_file(out .. "/ready") or util.read_file(out .. "/result") end)
+    assert.is_truthy(qid, "Neovim did not register a queue: " .. log())
+    assert.is_nil(util.read_file(out .. "/result"), log())
+
+    -- Three messages, each sent only after the server has held Neovim's long-poll open for a while
+    local held = 0
+    for i = 1, 3 do
+      local waiting = wait_for(10, function()
+        for _, info in ipairs(srv:control("GET", "/test/queues").queues) do
+          if info.id == qid and info.waiting then return true end
+        end
+      end)
+      assert.is_true(waiting, "no long-poll pending before message " .. i .. ": " .. log())
+      socket.sleep(0.4)
+      held = held + 0.4
+      srv:send("alice", { type = "stream", to = "Denmark", topic = "nvim", content = "hello nvim " .. i })
+    end
+
+    local text = wait_for(20, function() return util.read_file(out .. "/result") end)
+    assert.is_truthy(text, "no result from Neovim: " .. log())
+    local r = cjson.decode(text)
+    assert.is_nil(r.error, log())
+    assert.are.equal("done", r.why, log())
+    wait_for(10, function() return not devserver.process_alive(pid) end)
+    assert.is_false(devserver.process_alive(pid), "Neovim did not quit")
+
+    -- the real editor and the module built for LuaJIT
+    assert.matches("^LuaJIT", r.lua)
+    assert.are.equal("0.7.2", r.nvim)
+    assert.are.equal("vim.loop", r.uv)  -- 0.7 has no vim.uv: the adapter found vim.loop
+    assert.are.equal(root .. "/build/luajit/zulip/core.so", r.core)
+
+    -- the plugin's buffer shows the three messages, in order
+    local shown = {}
+    for _, line in ipairs(r.lines) do
+      local n = line:match("Alice %(#Denmark > nvim%): hello nvim (%d)$")
+      if n then shown[#shown + 1] = tonumber(n) end
+    end
+    assert.are.same({ 1, 2, 3 }, shown)
+
+    -- Responsiveness. The server held the long-poll for >= 1.2 s in all; a 20 ms timer on the
+    -- editor's main loop fired throughout, and never late by more than a few intervals. Had the
+    -- long-poll blocked the loop, the timer would have stalled for 0.4 s before each message.
+    local expected = r.elapsed_ms / r.interval_ms
+    print(("\n  nvim: %.0f ms, %d ticks of %d ms (%.0f expected), %d while the long-poll was in flight;"
+      .. " max gap %.1f ms (%.1f ms in flight); %d fd wake-ups, %d steps")
+      :format(r.elapsed_ms, r.ticks, r.interval_ms, expected, r.busy_ticks, r.max_gap_ms,
+              r.busy_max_gap_ms, r.wakeups, r.steps))
+    assert.is_true(r.elapsed_ms >= held * 1000)
+    assert.is_true(r.ticks >= expected * 0.5, "timer fired " .. r.ticks .. " of " .. expected .. " times")
+    assert.is_true(r.busy_ticks >= (held * 1000 / r.interval_ms) * 0.5, "only " .. r.busy_ticks .. " ticks in flight")
+    assert.is_true(r.max_gap_ms < 200, "the editor's timer stalled for " .. r.max_gap_ms .. " ms")
+    -- and the watcher is woken by its fd only when there is work, not in a busy loop
+    assert.is_true(r.wakeups < 100, r.wakeups .. " wake-ups")
+
+    -- leaving Neovim closed the queue: the plugin deleted it on the server
+    for _, info in ipairs(srv:control("GET", "/test/queues").queues) do assert.are_not.equal(qid, info.id) end
+    sh("rm -rf " .. util.shquote(out))
+  end)
+end)
