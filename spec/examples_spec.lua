@@ -1,0 +1,86 @@
+-- The examples run against the dev server here, so they never rot.
+local devserver = require("spec.support.devserver")
+local util = require("spec.support.util")
+
+describe("examples", function()
+  local srv, dir
+
+  local function zuliprc(user)
+    local u = srv.users[user]
+    return util.write_file(dir .. "/" .. user .. ".zuliprc",
+      ("[api]\nemail=%s\nkey=%s\nsite=%s\n"):format(u.email, u.api_key, srv.site))
+  end
+
+  -- runs an example in the background-safe way: bounded by `timeout`, output captured
+  local function run(script, args, env)
+    local parts = { "env" }
+    for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. util.shquote(v) end
+    parts[#parts + 1] = "LUA_PATH=" .. util.shquote(package.path)
+    parts[#parts + 1] = "LUA_CPATH=" .. util.shquote(package.cpath)
+    parts[#parts + 1] = "timeout 20 " .. util.lua_bin() .. " " .. util.shquote(util.root .. "/examples/" .. script)
+    for _, a in ipairs(args or {}) do parts[#parts + 1] = util.shquote(a) end
+    local p = io.popen(table.concat(parts, " ") .. " 2>&1")
+    local out = p:read("*a")
+    local ok = p:close()
+    return out, ok == true or ok == 0
+  end
+
+  local function msg(content, extra)
+    local m = { type = "stream", to = "Denmark", topic = "ex", content = content }
+    for k, v in pairs(extra or {}) do m[k] = v end
+    return m
+  end
+
+  setup(function()
+    srv = devserver.start{ heartbeat = 2 }
+    dir = util.tmpdir()
+  end)
+  teardown(function()
+    srv:stop()
+    os.execute("rm -rf " .. util.shquote(dir))
+  end)
+  before_each(function() srv:control("POST", "/test/reset", {}) end)
+
+  it("echo_bot.lua prints messages and answers the ones that say echo", function()
+    util.send_later(srv, 0.8, "alice", msg("hello"))
+    util.send_later(srv, 1.0, "alice", msg("please echo me"))
+    local out, ok = run("echo_bot.lua", {}, { ZULIP_CONFIG = zuliprc("bot"), ECHO_BOT_MAX = "2" })
+    assert.is_true(ok, out)
+    assert.matches("queue registered", out)
+    assert.matches("%[#Denmark > ex%] Alice: hello\n", out)
+    assert.matches("%[#Denmark > ex%] Alice: please echo me\n", out)
+    assert.matches("echo bot: done", out)
+    local reqs = srv:control("GET", "/test/requests?n=50").requests
+    local replied = false
+    for _, r in ipairs(reqs) do
+      if r.path == "/api/v1/messages" and type(r.form) == "table" and r.form.content == "echo: please echo me" then
+        replied = true
+      end
+    end
+    assert.is_true(replied, "the bot did not answer")
+  end)
+
+  it("channel_follower.lua sees only its channel", function()
+    util.send_later(srv, 0.8, "alice", msg("elsewhere", { to = "Scotland" }))
+    util.send_later(srv, 1.0, "alice", msg("first"))
+    util.send_later(srv, 1.2, "alice", msg("second", { to = "Scotland" }))
+    util.send_later(srv, 1.4, "alice", msg("third"))
+    local out, ok = run("channel_follower.lua", { "Denmark" }, { ZULIP_CONFIG = zuliprc("bot"), FOLLOW_MAX = "2" })
+    assert.is_true(ok, out)
+    assert.matches("following #Denmark", out)
+    assert.matches("#Denmark > ex | Alice: first\n#Denmark > ex | Alice: third\n", out)
+    assert.is_nil(out:find("Scotland", 1, true))
+  end)
+
+  it("bridge.lua runs two accounts' queues in one process and bridges direct messages", function()
+    util.send_later(srv, 1.0, "alice", { type = "private", to = srv.users.bot.email, content = "psst" })
+    local out, ok = run("bridge.lua", { zuliprc("bot"), zuliprc("alice") }, { BRIDGE_MAX = "4" })
+    assert.is_true(ok, out)
+    assert.matches("bridge: bot@example.com", out)
+    assert.matches("bridge: alice@example.com", out)
+    assert.matches("%[bot@example.com%] Alice: psst", out)
+    assert.matches("%[alice@example.com%] Alice: psst", out)
+    assert.matches("%[bot@example.com%] Echo Bot: Alice wrote to bot@example.com: psst", out)
+    assert.matches("%[alice@example.com%] Echo Bot: Alice wrote to bot@example.com: psst", out)
+  end)
+end)
