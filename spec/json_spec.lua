@@ -214,28 +214,23 @@ describe("zulip.core.decode", function()
     end)
 
     it("does not depend on the C locale's decimal point", function()
-      local set
-      for _, l in ipairs({ "de_DE.UTF-8", "de_DE.utf8", "de_DE", "fr_FR.UTF-8", "fr_FR.utf8",
-        "nl_NL.UTF-8", "ru_RU.UTF-8", "pt_BR.UTF-8" }) do
-        set = os.setlocale(l, "numeric")
-        if set then break end
-      end
-      if not set then
-        pending("no locale with ',' as decimal point is installed")
-        return
-      end
-      -- fast path, and strtod fallback (> 19 digits, exponent out of range)
-      local r = { pcall(function()
-        return ok("1.5"), ok("[2.25e1]")[1], ok("1.5000000000000000000000001"), ok("2.5e300"),
-          ok("-7.25e-200")
-      end) }
-      os.setlocale("C", "numeric")
-      assert(r[1], r[2])
-      assert.are.equal(1.5, r[2])
-      assert.are.equal(22.5, r[3])
-      assert.are.equal(1.5, r[4])
-      assert.are.equal(2.5e300, r[5])
-      assert.are.equal(-7.25e-200, r[6])
+      -- a locale whose decimal point is ',': compiled into a temp dir (glibc's localedef and the
+      -- `locales` sources, both bootstrapped), then used by a fresh interpreter via LOCPATH
+      local util = require("spec.support.util")
+      local dir = util.tmpdir()
+      assert(os.execute("localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 >/dev/null 2>&1") ~= false)
+      local out, okrun = util.run_lua([[
+        assert(os.setlocale("de_DE.UTF-8", "numeric"), "locale not found")
+        assert(tostring(1.5) == "1,5" or string.format("%.1f", 1.5) == "1,5", "not a comma locale")
+        local d = require("zulip.core").decode
+        -- fast path, and the strtod fallback (> 19 digits, exponent out of range)
+        local r = { d("1.5"), d("[2.25e1]")[1], d("1.5000000000000000000000001"), d("2.5e300"), d("-7.25e-200") }
+        os.setlocale("C", "numeric")
+        print(string.format("%.17g %.17g %.17g %.17g %.17g", r[1], r[2], r[3], r[4], r[5]))
+      ]], { LOCPATH = dir, LUA_PATH = package.path, LUA_CPATH = package.cpath })
+      os.execute("rm -rf " .. util.shquote(dir))
+      assert.is_true(okrun, out)
+      assert.are.equal(string.format("%.17g %.17g %.17g %.17g %.17g", 1.5, 22.5, 1.5, 2.5e300, -7.25e-200) .. "\n", out)
     end)
 
     it("rejects malformed numbers", function()
