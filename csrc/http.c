@@ -66,6 +66,7 @@ void zhttp_session_release(zhttp_session *s) {
   curl_slist_free_all(s->headers);
   zhttp_strset(&s->base_url, NULL);
   zhttp_strset(&s->userpwd, NULL);
+  zhttp_strset(&s->userpwd_b64, NULL);
   zhttp_strset(&s->user_agent, NULL);
   zhttp_strset(&s->cert_bundle, NULL);
   zhttp_strset(&s->client_cert, NULL);
@@ -202,6 +203,123 @@ static int zhttp_on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow,
   return 0;
 }
 
+/* ---- the debug trace: curl's verbose text, collected without Lua, secrets scrubbed ---- */
+
+#define ZHTTP_TRACE_MAX (64u << 10)  /* per transfer; the rest is dropped */
+static const char zhttp_redacted[] = "[redacted]";
+static const char zhttp_truncated[] = "* [trace truncated]\n";
+
+static char *zhttp_base64(const char *in) {
+  static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t n = strlen(in), i, o = 0;
+  char *out = malloc((n + 2) / 3 * 4 + 1);
+  if (out == NULL) return NULL;
+  for (i = 0; i < n; i += 3) {
+    unsigned long v = (unsigned long)(unsigned char)in[i] << 16;
+    if (i + 1 < n) v |= (unsigned long)(unsigned char)in[i + 1] << 8;
+    if (i + 2 < n) v |= (unsigned char)in[i + 2];
+    out[o++] = tab[(v >> 18) & 63];
+    out[o++] = tab[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < n ? tab[v & 63] : '=';
+  }
+  out[o] = 0;
+  return out;
+}
+
+static int zhttp_trace_put(zhttp_conn *c, const char *s, size_t n) {
+  if (c->trace_len + n + 1 > c->trace_cap) {
+    size_t cap = c->trace_cap ? c->trace_cap : 1024;
+    char *p;
+    while (cap < c->trace_len + n + 1) cap *= 2;
+    p = realloc(c->trace, cap);
+    if (p == NULL) return -1;
+    c->trace = p;
+    c->trace_cap = cap;
+  }
+  memcpy(c->trace + c->trace_len, s, n);
+  c->trace_len += n;
+  c->trace[c->trace_len] = 0;
+  return 0;
+}
+
+/* Appends one line with its prefix, every occurrence of a secret replaced. */
+static void zhttp_trace_line(zhttp_conn *c, char prefix, const char *line, size_t n) {
+  zhttp_session *s = c->session;
+  const char *secret[2];
+  size_t slen[2], i = 0, k;
+  char head[2];
+  static const char auth[] = "authorization:", pauth[] = "proxy-authorization:";
+  secret[0] = s->userpwd ? strchr(s->userpwd, ':') : NULL;  /* the key: after "email:" */
+  if (secret[0] != NULL) secret[0]++;
+  secret[1] = s->userpwd_b64;
+  for (k = 0; k < 2; k++) slen[k] = secret[k] ? strlen(secret[k]) : 0;
+  if (c->trace_full) return;
+  if (c->trace_len + n + 3 > ZHTTP_TRACE_MAX) {
+    zhttp_trace_put(c, zhttp_truncated, sizeof zhttp_truncated - 1);
+    c->trace_full = 1;
+    return;
+  }
+  head[0] = prefix;
+  head[1] = ' ';
+  if (zhttp_trace_put(c, head, 2) != 0) return;
+  if (prefix != '*') {  /* a header: keep the credentials' name and scheme, never their value */
+    size_t hn = 0;
+    if (n >= sizeof auth - 1 && strncasecmp(line, auth, sizeof auth - 1) == 0) hn = sizeof auth - 1;
+    if (n >= sizeof pauth - 1 && strncasecmp(line, pauth, sizeof pauth - 1) == 0) hn = sizeof pauth - 1;
+    if (hn > 0) {
+      const char *v = line + hn, *end = line + n, *scheme;
+      while (v < end && *v == ' ') v++;
+      scheme = v;
+      while (v < end && v - scheme < 16 && ((*v >= 'A' && *v <= 'Z') || (*v >= 'a' && *v <= 'z'))) v++;
+      if (v == end || *v != ' ') v = scheme;  /* not "Scheme value": show the name only */
+      zhttp_trace_put(c, line, (size_t)(v - line));
+      if (v > scheme) zhttp_trace_put(c, " ", 1);
+      zhttp_trace_put(c, zhttp_redacted, sizeof zhttp_redacted - 1);
+      zhttp_trace_put(c, "\n", 1);
+      return;
+    }
+  }
+  while (i < n) {  /* copy up to the next secret, then the placeholder instead of it */
+    size_t run = i, skip = 0;
+    while (run < n) {
+      for (k = 0; k < 2 && skip == 0; k++)
+        if (slen[k] > 0 && n - run >= slen[k] && memcmp(line + run, secret[k], slen[k]) == 0) skip = slen[k];
+      if (skip > 0) break;
+      run++;
+    }
+    zhttp_trace_put(c, line + i, run - i);
+    if (skip > 0) zhttp_trace_put(c, zhttp_redacted, sizeof zhttp_redacted - 1);
+    i = run + skip;
+  }
+  zhttp_trace_put(c, "\n", 1);
+}
+
+static int zhttp_on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userp) {
+  zhttp_conn *c = userp;
+  char prefix;
+  size_t i = 0;
+  (void)easy;
+  if (type == CURLINFO_TEXT) prefix = '*';
+  else if (type == CURLINFO_HEADER_OUT) prefix = '>';
+  else if (type == CURLINFO_HEADER_IN) prefix = '<';
+  else return 0;  /* bodies and TLS records are not traced */
+  while (i < size) {
+    size_t j = i, n;
+    while (j < size && data[j] != '\n') j++;
+    n = j - i;
+    if (n > 0 && data[i + n - 1] == '\r') n--;
+    if (n > 0) zhttp_trace_line(c, prefix, data + i, n);
+    i = j + 1;
+  }
+  return 0;
+}
+
+const char *zhttp_trace(const zhttp_conn *c, size_t *len) {
+  *len = c->trace_len;
+  return c->trace_len > 0 ? c->trace : NULL;
+}
+
 /* ---- connections ---- */
 
 int zhttp_conn_init(zhttp_conn *c, zhttp_session *s) {
@@ -249,12 +367,16 @@ void zhttp_conn_free(zhttp_conn *c) {
   if (c->epfd >= 0) close(c->epfd);
   if (c->tfd >= 0) close(c->tfd);
   free(c->body);
+  if (c->trace != NULL) memset(c->trace, 0, c->trace_cap);  /* scrubbed, but it held headers */
+  free(c->trace);
   zhttp_session_release(c->session);
   c->easy = NULL;
   c->multi = NULL;
   c->epfd = c->tfd = -1;
   c->body = NULL;
   c->body_len = c->body_cap = 0;
+  c->trace = NULL;
+  c->trace_len = c->trace_cap = 0;
   c->session = NULL;
   c->state = ZHTTP_IDLE;
 }
@@ -281,6 +403,8 @@ static void zhttp_set_common(zhttp_conn *c, long timeout_ms) {
   curl_easy_setopt(e, CURLOPT_USERAGENT, s->user_agent);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  /* every encoding this libcurl decodes */
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);   /* never carry credentials to another host */
+  /* a Content-Length past the limit fails at once (TOO_LARGE), before any of the body comes */
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_reply_bytes);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
@@ -295,6 +419,12 @@ static void zhttp_set_common(zhttp_conn *c, long timeout_ms) {
   if (s->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (s->debug) {
+    if (s->userpwd_b64 == NULL && s->userpwd != NULL) s->userpwd_b64 = zhttp_base64(s->userpwd);
+    curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, zhttp_on_debug);
+    curl_easy_setopt(e, CURLOPT_DEBUGDATA, c);
+    curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
   }
 }
 
@@ -334,6 +464,8 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   c->window_start_ms = -1;
   c->window_bytes = 0;
   c->body_len = 0;
+  c->trace_len = 0;
+  c->trace_full = 0;
   c->alarm_due_ms = -1;  /* the transfer's own sockets and timer say when to act now */
   zhttp_rearm(c);
   if (c->body_cap > ZHTTP_SMALL_BUFFER) {  /* don't hold a 50 MB register reply for ever */

@@ -20,9 +20,11 @@ typedef struct zhttp_session {
   struct curl_slist *headers;  /* constant request headers ("Expect:") */
   char *base_url;              /* "https://chat.example.com", no trailing slash */
   char *userpwd;               /* "email:key": secret, never printed */
+  char *userpwd_b64;           /* its base64 (the Authorization value), made when debug is on */
   char *user_agent;
   char *cert_bundle, *client_cert, *client_key, *proxy;
   int insecure;
+  int debug;                   /* collect curl's verbose trace (secrets scrubbed) per transfer */
   long connect_timeout_ms;
   size_t max_reply_bytes;
   long low_speed_limit;        /* bytes/s a started reply must keep up ... */
@@ -49,6 +51,9 @@ typedef struct zhttp_conn {
   curl_off_t window_bytes;     /* bytes received when the window started */
   char *body;                  /* reply body, body_len bytes (capacity body_cap) */
   size_t body_len, body_cap;
+  char *trace;                 /* with session->debug: "* text", "> sent header", "< received header" */
+  size_t trace_len, trace_cap; /* lines, each ending in \n; reset by zhttp_start */
+  int trace_full;              /* the trace reached its limit (64 KiB) and ends in a note saying so */
   char errbuf[CURL_ERROR_SIZE];
 } zhttp_conn;
 
@@ -75,6 +80,9 @@ long zhttp_timeout_ms(const zhttp_conn *c);    /* ms until curl wants a call; -1
  * cancels it, and so does any expiry that zhttp_drive consumes. */
 void zhttp_alarm(zhttp_conn *c, long ms);
 void zhttp_reset_result(zhttp_conn *c);        /* DONE -> IDLE; keeps the buffer for reuse */
+/* The debug trace of the last transfer (NULL when there is none) and its length; the next
+ * zhttp_start empties it. The API key and the Authorization value are already scrubbed. */
+const char *zhttp_trace(const zhttp_conn *c, size_t *len);
 long long zhttp_now_ms(void);
 
 #endif

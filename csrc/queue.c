@@ -9,6 +9,7 @@
 #include "json.h"
 #include "session.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define ZULIP_CLOSE_TIMEOUT_MS 5000L
@@ -70,11 +71,15 @@ static int zulip_queue_drive(lua_State *L) {
 }
 
 static const char *zulip_queue_failure(const zhttp_conn *c) {
+  static const char headers_too_large[] = "Too large response headers";  /* libcurl's words */
+  if (c->rc == CURLE_RECV_ERROR && strncmp(c->errbuf, headers_too_large, sizeof headers_too_large - 1) == 0)
+    return "TOO_LARGE";
   switch (c->rc) {
     case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
     case CURLE_ABORTED_BY_CALLBACK: return c->too_slow ? "TIMEOUT" : "NETWORK";
     case CURLE_WRITE_ERROR: return c->too_large ? "TOO_LARGE" : "NETWORK";
     case CURLE_FILESIZE_EXCEEDED: return "TOO_LARGE";
+    case CURLE_OUT_OF_MEMORY: return "TOO_LARGE";  /* also a reply header line over libcurl's 100 KB */
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
@@ -107,9 +112,12 @@ static int zulip_queue_result(lua_State *L) {
     const char *code = zulip_queue_failure(c);
     lua_pushboolean(L, 0);
     lua_pushstring(L, code);
-    if (c->too_large)
-      lua_pushfstring(L, "reply larger than max_reply_bytes (%d MiB)",
-                      (int)(c->session->max_reply_bytes >> 20));
+    if (c->too_large || c->rc == CURLE_FILESIZE_EXCEEDED) {
+      char msg[80];
+      snprintf(msg, sizeof msg, "reply larger than max_reply_bytes (%zu bytes)", c->session->max_reply_bytes);
+      lua_pushstring(L, msg);
+    } else if (c->rc == CURLE_OUT_OF_MEMORY && c->errbuf[0] == 0)
+      lua_pushliteral(L, "out of memory, or a reply header line longer than libcurl accepts (100 KB)");
     else if (c->too_slow)
       lua_pushfstring(L, "reply slower than %d bytes/s over %d s",
                       (int)c->session->low_speed_limit, (int)c->session->low_speed_time);
@@ -132,6 +140,17 @@ static int zulip_queue_result(lua_State *L) {
   }
   if (c->retry_after >= 0) lua_pushnumber(L, c->retry_after); else lua_pushnil(L);
   return 3;
+}
+
+/* q:_trace() -> the debug trace of the last transfer (scrubbed lines, see http.h), or nil; once */
+static int zulip_queue_trace(lua_State *L) {
+  zulip_queue *q = zulip_queue_check(L);
+  size_t n;
+  const char *t = zhttp_trace(&q->conn, &n);
+  if (t == NULL) return 0;
+  lua_pushlstring(L, t, n);
+  q->conn.trace_len = 0;
+  return 1;
 }
 
 /* q:_body() -> the raw text of the last reply (for error messages: a proxy's HTML page) */
@@ -272,6 +291,7 @@ static const luaL_Reg zulip_queue_methods[] = {
   {"_drive", zulip_queue_drive},
   {"_result", zulip_queue_result},
   {"_body", zulip_queue_body},
+  {"_trace", zulip_queue_trace},
   {"_busy", zulip_queue_busy},
   {"_abort", zulip_queue_abort},
   {"_timeout", zulip_queue_timeout},

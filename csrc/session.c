@@ -92,6 +92,9 @@ int zulip_session_new(lua_State *L) {
   lua_getfield(L, 1, "insecure");
   s->insecure = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  lua_getfield(L, 1, "debug");
+  s->debug = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   s->connect_timeout_ms = (long)(1000 * zulip_session_optnumber(L, "connect_timeout", 10, 0.001, 3600));
   s->max_reply_bytes = (size_t)zulip_session_optnumber(L, "max_reply_bytes", (double)((size_t)256 << 20), 1, 1e15);
   s->low_speed_limit = (long)zulip_session_optnumber(L, "low_speed_limit", 1024, 0, 1e12);

@@ -74,10 +74,25 @@ function M.classify(status, body, retry_after, json_err, raw)
   return M.fail(M.new("PROTOCOL", "empty reply", fields))
 end
 
+local DIRECTION = { ["*"] = "info", [">"] = "out", ["<"] = "in" }
+
+-- With the client's `debug` option, hand the transfer's curl trace (already scrubbed in C) to
+-- the log hook of the transport's owner, one line at a time.
+local function flush_trace(t)
+  local trace = t:_trace()
+  if trace == nil then return end
+  local log = t:_state()._log
+  if log == nil then return end
+  for line in trace:gmatch("[^\n]+") do
+    log("debug", line, { source = "curl", direction = DIRECTION[line:sub(1, 1)] })
+  end
+end
+
 --- The outcome of a finished request on a core transport, as `reply` or `nil, msg, err`.
 -- @param t a `zulip.Queue` (or the client's own transport) whose transfer has ended
 -- @usage local reply, msg, err = errors.outcome(q)
 function M.outcome(t)
+  flush_trace(t)
   local status, body, retry_after, json_err = t:_result()
   if status == 200 and type(body) == "table" and body.result == "success" then return body end
   if status == nil then return M.fail(M.new("PROTOCOL", "no request has finished")) end

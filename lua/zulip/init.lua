@@ -56,7 +56,7 @@ local CLIENT_OPTS = {
   cert_bundle = "string", client_cert = "string", client_cert_key = "string", proxy = "string",
   user_agent = "string", timeout = "number", on_log = "function", max_reply_bytes = "number",
   low_speed_limit = "number", low_speed_time = "number", connect_timeout = "number",
-  longpoll_grace = "number",
+  longpoll_grace = "number", debug = "boolean",
 }
 
 local warned_insecure = false
@@ -70,7 +70,9 @@ local warned_insecure = false
 --   `connect_timeout` (10), `max_reply_bytes` (256 MiB), `low_speed_limit` (bytes/s, 1024) and
 --   `low_speed_time` (s, 30) for replies that trickle, `longpoll_grace` (s, 10: how long past the
 --   server's `event_queue_longpoll_timeout_seconds` a silent long-poll is given before it is
---   called dead and redone), `on_log(level, msg, fields)`
+--   called dead and redone), `on_log(level, msg, fields)`, `debug` (true: curl's verbose trace of
+--   every request goes to `on_log("debug", line, {source = "curl", direction = "info"|"out"|"in"})`
+--   after the request, with the API key and the Authorization value replaced by `[redacted]`)
 -- @treturn table the client
 -- @usage local client = zulip.client{ site = "chat.example.com", email = "bot@example.com", api_key = key }
 function zulip.client(opts)
@@ -92,7 +94,7 @@ function zulip.client(opts)
     cert_bundle = s.cert_bundle, client_cert = s.client_cert, client_cert_key = s.client_cert_key,
     proxy = opts.proxy, insecure = s.insecure, connect_timeout = opts.connect_timeout,
     max_reply_bytes = opts.max_reply_bytes, low_speed_limit = opts.low_speed_limit,
-    low_speed_time = opts.low_speed_time,
+    low_speed_time = opts.low_speed_time, debug = opts.debug,
   }
   if s.insecure then
     local msg = "TLS certificate verification is off (insecure = true): anyone on the path can read the API key"
@@ -141,6 +143,7 @@ function Client:request(method, path, params)
   if t == nil then
     t = core.queue(self._session)
     self._rest = t
+    t:_state()._log = self._log  -- for the debug trace (see errors.outcome)
   end
   if method == "GET" or method == "DELETE" then
     t:_start(method, form ~= "" and (full .. "?" .. form) or full, nil, self.timeout)
