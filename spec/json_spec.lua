@@ -221,7 +221,8 @@ describe("zulip.core.decode", function()
       assert(os.execute("localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 >/dev/null 2>&1") ~= false)
       local out, okrun = util.run_lua([[
         assert(os.setlocale("de_DE.UTF-8", "numeric"), "locale not found")
-        assert(tostring(1.5) == "1,5" or string.format("%.1f", 1.5) == "1,5", "not a comma locale")
+        -- PUC Lua formats through the C library, so it shows the locale took (LuaJIT formats itself)
+        assert(rawget(_G, "jit") or string.format("%.1f", 1.5) == "1,5", "not a comma locale")
         local d = require("zulip.core").decode
         -- fast path, and the strtod fallback (> 19 digits, exponent out of range)
         local r = { d("1.5"), d("[2.25e1]")[1], d("1.5000000000000000000000001"), d("2.5e300"), d("-7.25e-200") }

@@ -189,6 +189,15 @@ describe("recovery", function()
       end
     end })
     assert.are.same({ 1, 2, 3 }, got)
+    -- make sure the background poll has come and gone, so it cannot take a later spec's fault
+    local t0, seen = util.now(), false
+    repeat
+      for _, r in ipairs(srv:control("GET", "/test/requests?n=50").requests) do
+        if r.method == "GET" and r.query:find("dont_block=false", 1, true) then seen = true end
+      end
+      if not seen then core.sleep(0.05) end
+    until seen or util.now() - t0 > 10
+    assert.is_true(seen, "the overlapping poll never arrived")
     q:close()
   end)
 
