@@ -44,6 +44,7 @@ end
 
 --- The delay for the next retry: uniform in [0, min(cap, base * factor ^ attempt)].
 -- @treturn number seconds
+-- @usage local delay = policy.new():backoff_delay()  -- somewhere in [0, 0.1]
 function Policy:backoff_delay()
   local b = self.backoff
   local bound = math.min(b.cap, b.base * b.factor ^ self.attempt)
@@ -77,6 +78,7 @@ function Policy:decide(err)
 end
 
 --- Record a success: the next failure starts the backoff from `base` again.
+-- @usage p:success()
 function Policy:success()
   self.attempt = 0
 end
