@@ -57,6 +57,11 @@ zhttp_session *zhttp_session_new(void) {
   }
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  /* Not CURL_LOCK_DATA_CONNECT: each queue has its own multi, and a shared cache is trimmed to
+   * 4 x the easy handles of the multi returning a connection (4), so with more than a few queues
+   * curl closed nearly every connection after each poll (50 queues, 1,000 polls: 1,018 new TCP
+   * connections against 0 unshared). Each queue keeps its own connection alive between polls,
+   * concurrent long-polls need one connection each anyway, and TLS resumption is shared above. */
   return s;
 }
 
