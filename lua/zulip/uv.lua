@@ -12,6 +12,9 @@
 --                            function(msg, err) print("stopped: " .. msg) end)
 --     -- later: h:stop(); q:close()
 --
+-- With standalone luv, let the loop turn once more after `h:stop()` (`uv.run("nowait")`) before
+-- the program exits: luv 1.44 crashes at exit on handles that are still closing.
+--
 -- Errors reach `on_error(msg, err)`. `err.code` is the queue's (`UNAUTHORIZED`, `BAD_REQUEST`,
 -- ...) for a fatal failure, after which the watcher has stopped; `CALLBACK` when a Lua callback
 -- raised: from `on_event`, the watcher goes on with the next event; from inside `q:step` (an
