@@ -502,13 +502,11 @@ static const char *number(decoder *d, const char *p) {
     }
   }
 
-  if (slow) {
-    v = slow_strtod(d, digits, (size_t)(p - digits));
-  } else if (m == 0) {
+  if (!slow && m == 0) {
     v = 0.0;
   }
 #ifdef ZJ_FAST_FLOAT
-  else if (m <= (UINT64_C(1) << 53) && e >= -22 && e <= 22) {
+  else if (!slow && m <= (UINT64_C(1) << 53) && e >= -22 && e <= 22) {
     /* m and 10^|e| are exact doubles, so one IEEE operation rounds right */
     v = (double)m;
     v = e < 0 ? v / pow10_exact[-e] : v * pow10_exact[e];

@@ -78,8 +78,9 @@ static const char *zulip_queue_failure(const zhttp_conn *c) {
     case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
     case CURLE_ABORTED_BY_CALLBACK: return c->too_slow ? "TIMEOUT" : "NETWORK";
     case CURLE_WRITE_ERROR: return c->too_large ? "TOO_LARGE" : "NETWORK";
-    case CURLE_FILESIZE_EXCEEDED: return "TOO_LARGE";
-    case CURLE_OUT_OF_MEMORY: return "TOO_LARGE";  /* also a reply header line over libcurl's 100 KB */
+    case CURLE_FILESIZE_EXCEEDED:
+    case CURLE_OUT_OF_MEMORY:  /* also a reply header line over libcurl's 100 KB */
+      return "TOO_LARGE";
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
