@@ -45,8 +45,24 @@ test-one: build
 demo: build
 	@$(LUA_BIN) examples/demo.lua
 
+# `make bench [ROWS="2 3"]`: row 1 is bench/decode.lua; rows 2-6 are bench/e2e.lua, each in a
+# process of its own. Results and the machine: bench/RESULTS.md.
+ROWS     ?= 1 2 3 4 5 6
+BENCH_SO := build/bench/$(LUA)/rusage.so
+
+$(BENCH_SO): bench/rusage.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(shell pkg-config --cflags $(PKG_LUA)) -o $@ bench/rusage.c
+
 bench: build
-	@$(LUA_BIN) bench/decode.lua
+	@$(MAKE) --no-print-directory $(BENCH_SO)
+	@for r in $(ROWS); do \
+	  if [ $$r = 1 ]; then $(LUA_BIN) bench/decode.lua || exit 1; continue; fi; \
+	  if [ -z "$$hdr" ]; then hdr=1; echo; echo "$(LUA_BIN): rows 2-6, lua-zulip vs the luasocket+cjson baseline"; \
+	    echo "| measure | lua-zulip | baseline | ratio | target |"; echo "|---|---|---|---|---|"; fi; \
+	  (ulimit -n 8192 2>/dev/null; LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;$(CURDIR)/build/bench/$(LUA)/?.so;;' \
+	    $(LUA_BIN) bench/e2e.lua $$r) || exit 1; \
+	done
 
 # luacheck, cppcheck, clang-tidy and -Werror builds under gcc and clang (see the hardening block)
 lint: bootstrap-extra

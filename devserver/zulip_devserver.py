@@ -48,6 +48,16 @@ MESSAGE_CLIENT = "lua-zulip-devserver"
 REALM_NAME = "lua-zulip dev realm"
 MAX_QUEUE_LIFESPAN_SECS = 7 * 24 * 3600
 GZIP_MIN_BYTES = 1024
+# With the stamp_written_at config, each event of a GET /events reply carries "_written_at":
+# the server's time.monotonic() just before it writes the reply (for the latency benchmark).
+# The mark is replaced by a number of the same width (padded with JSON whitespace), so a reply
+# that is not gzipped is stamped after its headers are made, right before the write.
+WRITTEN_AT_MARK = "@written_at@" + "." * 10
+WRITTEN_AT_BYTES = b'"' + WRITTEN_AT_MARK.encode("ascii") + b'"'
+
+
+def stamp_written_at(data):
+    return data.replace(WRITTEN_AT_BYTES, b"%24.6f" % time.monotonic())
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # A keep-alive connection may sit idle (or a socket operation block) this long.
 IDLE_CONNECTION_TIMEOUT = 300
@@ -440,6 +450,7 @@ class DevServer:
             "extra_users": 0,
             "extra_channels": 0,
             "register_initial_events": False,
+            "stamp_written_at": False,
         }
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -696,6 +707,9 @@ class DevServer:
                 self.log(f"queue {queue.id}: overlapping poll ended the older one")
             immediate = bool(queue.events) or dont_block
             events = list(queue.events) if immediate else self._wait_locked(queue, peer_alive)
+        if events is not None and self.config["stamp_written_at"]:
+            # Benchmarks: _send replaces the mark with the time it writes the reply.
+            events = [dict(e, _written_at=WRITTEN_AT_MARK) for e in events]
         if immediate:
             return success({"events": events}, params.ignored())
         if events is None:
@@ -1063,7 +1077,7 @@ def validate_config(key, value):
         return None if value is None else _count(key, value)
     if key in ("extra_users", "extra_channels"):
         return _count(key, value)
-    if type(value) is not bool:   # register_initial_events
+    if type(value) is not bool:   # register_initial_events, stamp_written_at
         raise bad_request(f"{key} must be a boolean")
     return value
 
@@ -1282,8 +1296,12 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, reply, mode=None, fault=None):
         """Writes the reply (gzipped when worth it); mode is a delivery fault."""
         body = reply.body
+        # CLOCK_MONOTONIC seconds, the clock of the client's zulip.core.now()
+        stamp = self.server.app.config["stamp_written_at"] and WRITTEN_AT_BYTES in body
         headers = [("Content-Type", reply.content_type)] + reply.headers
         if len(body) > GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", "").lower():
+            if stamp:
+                body, stamp = stamp_written_at(body), False
             body = gzip.compress(body, 6)
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Vary", "Accept-Encoding"))
@@ -1308,7 +1326,7 @@ class Handler(BaseHTTPRequestHandler):
                     if self.server.app.stopping.wait(fault["interval"]):
                         break
             else:
-                self.wfile.write(head + body)
+                self.wfile.write(stamp_written_at(head + body) if stamp else head + body)
         except OSError as exc:
             self.server.app.log(f"could not send reply: {exc.__class__.__name__}: {exc}")
             self.close_connection = True
