@@ -74,6 +74,9 @@ static const char *zulip_queue_failure(const zhttp_conn *c) {
   static const char headers_too_large[] = "Too large response headers";  /* libcurl's words */
   if (c->rc == CURLE_RECV_ERROR && strncmp(c->errbuf, headers_too_large, sizeof headers_too_large - 1) == 0)
     return "TOO_LARGE";
+  /* a TLS alert from the server after the handshake: TLS 1.3 refuses a client certificate so */
+  if ((c->rc == CURLE_RECV_ERROR || c->rc == CURLE_SEND_ERROR) && strstr(c->errbuf, " alert ") != NULL)
+    return "TLS";
   switch (c->rc) {
     case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
     case CURLE_ABORTED_BY_CALLBACK: return c->too_slow ? "TIMEOUT" : "NETWORK";

@@ -92,11 +92,11 @@ end
 -- @param t a `zulip.Queue` (or the client's own transport) whose transfer has ended
 -- @usage local reply, msg, err = errors.outcome(q)
 function M.outcome(t)
-  flush_trace(t)
   local status, body, retry_after, json_err = t:_result()
+  flush_trace(t)  -- after _result: the log hook may close the queue
   if status == 200 and type(body) == "table" and body.result == "success" then return body end
   if status == nil then return M.fail(M.new("PROTOCOL", "no request has finished")) end
-  return M.classify(status, body, retry_after, json_err, function() return t:_body() end)
+  return M.classify(status, body, retry_after, json_err, function() return t:_closed() and "" or t:_body() end)
 end
 
 return M

@@ -366,6 +366,7 @@ local function step_pass(self, st, s, timeout)
           return nil, msg, err
         end
         report(st, s.o, d)
+        if self:_closed() then return {} end  -- on_retry or on_log closed it
         if d.action == "reregister" then st._stale = true else s.dont_block = true end
         s.wake_at = now() + d.delay
       elseif st._op == "poll" then

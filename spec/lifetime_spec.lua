@@ -1,0 +1,263 @@
+-- luacheck: ignore 512 (loops that run once and break or close are the point here)
+-- Lifetimes: queues collected, closed or abandoned at awkward moments must neither crash nor
+-- leak (this suite also runs under ASan and valgrind: make asan, make valgrind) (issue 5).
+local zulip = require("zulip")
+local devserver = require("spec.support.devserver")
+local util = require("spec.support.util")
+
+-- Our own pid, from /proc/self read by this process (not by a child).
+local function own_pid()
+  local f = assert(io.open("/proc/self/stat", "r"))
+  local pid = f:read("*l"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+local PID = own_pid()
+
+local function open_fds()
+  local p = assert(io.popen("ls /proc/" .. PID .. "/fd"))
+  local n = 0
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end
+
+local function full_gc()
+  collectgarbage()
+  collectgarbage()
+end
+
+describe("queue lifetimes", function()
+  local srv, bot, client
+
+  local function new_client(extra)
+    local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return zulip.client(opts)
+  end
+
+  local function server_queues()
+    local ids = {}
+    for _, q in ipairs(srv:control("GET", "/test/queues").queues) do ids[q.id] = q end
+    return ids
+  end
+
+  local function send(content)
+    return srv:send("alice", { type = "stream", to = "Denmark", topic = "life", content = content })
+  end
+
+  setup(function()
+    srv = devserver.start{ heartbeat = 30 }
+    bot = srv.users.bot
+  end)
+  teardown(function() srv:stop() end)
+  before_each(function()
+    srv:control("POST", "/test/reset", {})
+    client = new_client()
+  end)
+
+  it("a queue collected by the GC while its long-poll is in flight deletes itself", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    local id = q.id
+    assert.are.same({}, q:step(0))  -- starts the long-poll and returns at once
+    assert.is_true(q:_busy())
+    assert.is_not_nil(server_queues()[id])
+    q = nil  -- luacheck: ignore 311
+    full_gc()
+    assert.is_nil(server_queues()[id], "__gc did not delete the server's queue")
+  end)
+
+  it("closing while a long-poll is in flight aborts it and deletes the queue", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    q:step(0)
+    assert.is_true(q:_busy())
+    local t0 = util.now()
+    assert.is_true(q:close())
+    assert.is_true(util.now() - t0 < 2)
+    assert.is_true(q.closed)
+    assert.is_nil(server_queues()[q.id])
+  end)
+
+  it("a queue closed inside its own iterator ends the loop", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    send("three")
+    send("four")
+    local seen = {}
+    for ev in q:each() do
+      seen[#seen + 1] = ev.message.content
+      q:close()
+    end
+    assert.are.same({ "three" }, seen)  -- the loop ends after the first event
+    assert.is_true(q.closed)
+    assert.has_error(function() q:each() end, "zulip: queue is closed")
+  end)
+
+  it("a queue closed from on_reset ends each() and step()", function()
+    local q = client:queue{ event_types = { "message" } }
+    local resets = 0
+    for _ in q:each{ on_reset = function(qq) resets = resets + 1; qq:close() end } do
+      error("no event may come after on_reset closed the queue")
+    end
+    assert.are.equal(1, resets)
+    assert.is_true(q.closed)
+
+    local q2 = client:queue{ event_types = { "message" }, on_reset = function(qq) qq:close() end }
+    assert.are.same({}, q2:step(2))
+    assert.is_true(q2.closed)
+    assert.has_error(function() q2:step(0) end, "zulip: queue is closed")
+  end)
+
+  it("a queue closed from on_retry ends each() and step()", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    srv:control("POST", "/test/fault", { kind = "status500", path = "/api/v1/events", count = 5 })
+    local retries = 0
+    for _ in q:each{ on_retry = function() retries = retries + 1; q:close() end, sleep = function() end } do
+      error("no event may come after on_retry closed the queue")
+    end
+    assert.are.equal(1, retries)
+    assert.is_true(q.closed)
+
+    local q2
+    q2 = client:queue{ event_types = { "message" }, on_retry = function() q2:close() end }
+    assert(q2:register())
+    srv:control("POST", "/test/fault", { kind = "status500", path = "/api/v1/events", count = 5 })
+    local events, msg = q2:step(2)
+    assert.are.same({}, events, msg)
+    assert.is_true(q2.closed)
+  end)
+
+  it("a queue closed from on_log (the debug trace, a retry warning) does not crash", function()
+    local q
+    local c = new_client{ debug = true, on_log = function() if q then q:close() end end }
+    q = c:queue{ event_types = { "message" } }
+    local ok, err = pcall(q.register, q)
+    assert.is_true(ok, tostring(err))
+    assert.is_true(q.closed)
+    local q2
+    local c2 = new_client{ on_log = function(level) if level == "warn" and q2 then q2:close() end end }
+    q2 = c2:queue{ event_types = { "message" } }
+    assert(q2:register())
+    srv:control("POST", "/test/fault", { kind = "status500", path = "/api/v1/events" })
+    assert.are.same({}, q2:step(2))
+    assert.is_true(q2.closed)
+  end)
+
+  it("every method but close raises once a queue is closed; close stays idempotent", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    local id = q.id
+    assert.is_true(q:close())
+    assert.is_true(q:close())
+    for _, call in ipairs{
+      function() q:register() end, function() q:get_events() end, function() q:each() end,
+      function() q:step(0) end, function() q:timeout() end, function() q:events() end,
+      function() q:pollfd() end, function() q:_start("GET", "/", nil, 1) end,
+      function() q:_drive(0) end, function() q:_result() end,
+    } do
+      assert.has_error(call)
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("queue is closed", err)
+    end
+    assert.are.equal(id, q.id)  -- fields stay readable
+    assert.is_true(q.closed)
+    assert.are.equal("zulip.Queue (" .. id .. ", closed)", tostring(q))
+    local unregistered = client:queue{}
+    unregistered:close()
+    assert.are.equal("zulip.Queue (not registered, closed)", tostring(unregistered))
+  end)
+
+  it("an error raised inside the loop body leaves the queue usable", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    send("boom")
+    local ok, err = pcall(function()
+      for ev in q:each() do error("body failed on " .. ev.message.content, 0) end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("body failed on boom", err)
+    send("after")
+    local contents = {}
+    for ev in q:each() do
+      contents[#contents + 1] = ev.message.content
+      if ev.message.content == "after" then break end
+    end
+    -- 5.4 redelivers the event whose body raised; the others count it as handled
+    assert.are.equal("after", contents[#contents])
+    assert.is_true(#contents == 1 or contents[1] == "boom")
+    q:close()
+  end)
+
+  it("a coroutine that abandons an iterator leaks nothing and the queue still closes", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    send("c1")
+    local co = coroutine.wrap(function()
+      for ev in q:each() do coroutine.yield(ev.message.content) end
+    end)
+    assert.are.equal("c1", co())
+    co = nil  -- luacheck: ignore 311
+    full_gc()
+    assert.is_false(q.closed)
+    send("c2")
+    local events = assert(q:get_events())
+    assert.are.equal("c2", events[#events].message.content)
+    assert.is_true(q:close())
+
+    -- both the coroutine and the queue dropped together: __gc closes the queue
+    local q2 = client:queue{ event_types = { "message" } }
+    assert(q2:register())
+    local id = q2.id
+    send("c3")
+    local co2 = coroutine.create(function()
+      for ev in q2:each() do coroutine.yield(ev) end
+    end)
+    assert.is_true((coroutine.resume(co2)))
+    q2, co2 = nil, nil  -- luacheck: ignore 311
+    full_gc()
+    assert.is_nil(server_queues()[id])
+  end)
+
+  it("a queue outlives the client that made it (the session is reference-counted)", function()
+    local c = new_client()
+    local q = c:queue{ event_types = { "message" } }
+    assert(q:register())
+    c = nil  -- luacheck: ignore 311
+    full_gc()
+    send("orphan")
+    local events, msg = q:get_events()
+    assert.is_table(events, msg)
+    assert.are.equal("orphan", events[1] and events[1].message.content)
+    assert.matches("^zulip%.Client", tostring(client))
+    assert.is_true(q:close())
+  end)
+
+  it("thousands of create/close cycles leak no file descriptors", function()
+    srv:control("POST", "/test/config", { rate_limit = require("cjson").null })
+    full_gc()
+    local before = open_fds()
+    for _ = 1, 2000 do
+      local q = client:queue{ event_types = { "message" } }
+      q:close()
+    end
+    for _ = 1, 100 do  -- registered, polled, closed (DELETE)
+      local q = client:queue{ event_types = { "message" } }
+      assert(q:register())
+      q:step(0)
+      q:close()
+    end
+    for _ = 1, 200 do  -- clients and queues only dropped: the GC closes them
+      local c = new_client()
+      assert(c:request("GET", "users/me"))
+      local q = c:queue{}
+      q:pollfd()
+    end
+    full_gc()
+    assert.are.equal(before, open_fds())
+  end)
+end)
