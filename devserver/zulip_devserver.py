@@ -1221,7 +1221,11 @@ class Handler(BaseHTTPRequestHandler):
                      "User-Agent": self.headers.get("User-Agent"),
                      "Accept-Encoding": self.headers.get("Accept-Encoding"),
                      # The scheme only: credentials never leave the server.
-                     "Authorization": auth.split()[0] if auth and auth.split() else None}}
+                     "Authorization": auth.split()[0] if auth and auth.split() else None},
+                 # The client's port on this connection: equal ports mean a reused connection.
+                 "peer_port": self.client_address[1],
+                 # Set by _send: "gzip" when the reply body went out gzipped.
+                 "content_encoding": None}
         reply, fault = self._handle_api(path, query, form)
         entry["status"] = reply.status if reply is not None else None
         entry["fault"] = fault["kind"] if fault is not None else None
@@ -1233,7 +1237,7 @@ class Handler(BaseHTTPRequestHandler):
                 f" {1000 * (time.monotonic() - started):.1f}ms")
         if reply is not None:
             self._send(reply, fault["kind"] if fault and fault["kind"] in DELIVERY_FAULTS else None,
-                       fault)
+                       fault, entry)
         elif fault is not None:
             self._transport_fault(fault)
         else:
@@ -1293,8 +1297,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- replies and faults ---------------------------------------------------
 
-    def _send(self, reply, mode=None, fault=None):
-        """Writes the reply (gzipped when worth it); mode is a delivery fault."""
+    def _send(self, reply, mode=None, fault=None, entry=None):
+        """Writes the reply (gzipped when worth it); mode is a delivery fault;
+        entry (the request log's) learns the Content-Encoding before anything is sent."""
         body = reply.body
         # CLOCK_MONOTONIC seconds, the clock of the client's zulip.core.now()
         stamp = self.server.app.config["stamp_written_at"] and WRITTEN_AT_BYTES in body
@@ -1304,6 +1309,8 @@ class Handler(BaseHTTPRequestHandler):
                 body, stamp = stamp_written_at(body), False
             body = gzip.compress(body, 6)
             headers.append(("Content-Encoding", "gzip"))
+            if entry is not None:
+                entry["content_encoding"] = "gzip"
         headers.append(("Vary", "Accept-Encoding"))
         headers.append(("Content-Length", str(len(body))))
         if self.close_connection:

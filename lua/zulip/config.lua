@@ -56,11 +56,13 @@ local function read_zuliprc(path, explicit)
   return M.parse_ini(text).api or {}, path
 end
 
+-- Strict, as the reference client is, so that TLS checks are never turned off by accident
+-- ("1", "yes", "on" or an empty value raise rather than guess).
 local function parse_bool(value, where)
   if type(value) == "boolean" then return value end
   local v = tostring(value):lower()
-  if v == "true" or v == "yes" or v == "1" or v == "on" then return true end
-  if v == "false" or v == "no" or v == "0" or v == "off" or v == "" then return false end
+  if v == "true" then return true end
+  if v == "false" then return false end
   error(("zulip: %s must be true or false, got %q"):format(where, tostring(value)), 0)
 end
 
