@@ -42,11 +42,13 @@ describe("TLS", function()
   end)
 
   it("refuses it with a bundle that does not hold its CA", function()
-    local other = util.tmpdir() .. "/other.pem"
+    local dir = util.tmpdir()
+    local other = dir .. "/other.pem"
     -- a CA of its own, that never signed the server's certificate
     assert(os.execute("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
       .. "-subj /CN=other -keyout " .. other .. ".key -out " .. other .. " >/dev/null 2>&1"))
     local r, msg, err = client_for(srv, { cert_bundle = other }):request("GET", "users/me")
+    os.execute("rm -rf " .. util.shquote(dir))
     assert.is_nil(r)
     assert.are.equal("TLS", err.code, msg)
   end)
