@@ -181,10 +181,11 @@ clang-tidy:
 	clang-tidy --quiet csrc/*.c fuzz/*.c -- -std=c99 -DZULIP_VERSION='"lint"' -DZULIP_SRC_DIR='"lint"' -Icsrc \
 	  $(shell pkg-config --cflags lua5.4 libcurl)
 
-# -Werror builds of the module with gcc and with clang (objects only, in build/warn-*).
+# -Werror builds of the module with gcc and with clang against every Lua's headers (in build/warn-*).
 warnings:
-	@for cc in gcc clang; do \
-	  mkdir -p build/warn-$$cc; \
-	  echo "== $$cc"; \
-	  $$cc $(HARD_CFLAGS) -O2 -shared -o build/warn-$$cc/core.so $(SRCS) $(LIBS) || exit 1; \
-	done
+	@for cc in gcc clang; do for lua in lua5.4 lua5.3 lua5.1 luajit; do \
+	  mkdir -p build/warn-$$cc-$$lua; \
+	  echo "== $$cc, $$lua"; \
+	  $$cc $(WARN) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' -O2 $$(pkg-config --cflags $$lua libcurl) \
+	    -shared -o build/warn-$$cc-$$lua/core.so $(SRCS) $(LIBS) || exit 1; \
+	done; done

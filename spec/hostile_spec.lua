@@ -211,6 +211,8 @@ describe("secrets", function()
         for k, v in pairs(fields or {}) do seen(k); seen(v) end
       end }
     seen(c)
+    seen(c._session)
+    assert.matches("^zulip%.Session %(bot@example%.com at http://127", tostring(c._session))
     local q = c:queue{ event_types = { "message" } }
     seen(q)
     assert(q:register())
