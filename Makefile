@@ -91,6 +91,7 @@ clean:
 # make lint       luacheck, cppcheck, clang-tidy and `make warnings` (-Werror under gcc and clang)
 # Every run of the suite here uses spec/support/gc_helper.lua: a full GC after each spec.
 HARD_SPECS   ?= spec
+HARD_TIMEOUT ?= 1800
 HARD_BUSTED   = lua5.4 /usr/bin/busted --helper=spec/support/gc_helper.lua --output=utfTerminal $(HARD_SPECS)
 HARD_ENV      = ZULIP_TEST_LUA=5.4 LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;'
 HARD_CFLAGS   = $(WARN) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
@@ -131,14 +132,15 @@ $(ASAN_MODULE): $(SRCS) $(HDRS) lua/zulip/version.lua Makefile
 asan: build bootstrap-extra
 	@$(MAKE) --no-print-directory $(ASAN_MODULE)
 	@start=$$(date +%s); \
-	env $(HARD_ENV) LUA_CPATH='$(CURDIR)/build/asan/?.so;;' ZULIP_CHILD_CPATH='$(CURDIR)/build/5.4/?.so' \
+	timeout -k 10 $(HARD_TIMEOUT) env $(HARD_ENV) LUA_CPATH='$(CURDIR)/build/asan/?.so;;' ZULIP_CHILD_CPATH='$(CURDIR)/build/5.4/?.so' \
 	  ZULIP_ASAN_CPATH='$(CURDIR)/build/asan/?.so' \
 	  $(ASAN_ENV) $(HARD_BUSTED); rc=$$?; \
 	echo "asan: exit $$rc after $$(( $$(date +%s) - start )) s"; exit $$rc
 
 valgrind: build bootstrap-extra
 	@start=$$(date +%s); \
-	env $(HARD_ENV) LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' $(VALGRIND_ENV) $(VALGRIND) $(HARD_BUSTED); rc=$$?; \
+	timeout -k 10 $(HARD_TIMEOUT) env $(HARD_ENV) LUA_CPATH='$(CURDIR)/build/5.4/?.so;;' $(VALGRIND_ENV) \
+	  $(VALGRIND) $(HARD_BUSTED); rc=$$?; \
 	echo "valgrind: exit $$rc after $$(( $$(date +%s) - start )) s"; exit $$rc
 
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(SRCS) $(HDRS) Makefile
