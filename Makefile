@@ -80,6 +80,12 @@ install: build
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA)/zulip/core.so
 	install -m 644 lua/zulip/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA)/zulip/
 
+# HTML reference from the LDoc comments (Debian's lua-ldoc) into build/docs/
+docs:
+	@sh tools/bootstrap.sh --extra
+	ldoc -q .
+	@echo "docs: build/docs/index.html"
+
 clean:
 	rm -rf build
 

@@ -21,6 +21,7 @@ local zulip = {}
 --- The library's version, e.g. `"0.1.0"`.
 zulip._VERSION = version
 --- The value JSON `null` decodes to (a lightuserdata, equal to `cjson.null`).
+-- @usage if event.message.avatar_url == zulip.null then use_gravatar(event.message.sender_email) end
 zulip.null = core.null
 --- The C core's JSON decoder: integers stay integers, `null` is `zulip.null`.
 -- Returns `value`, or `nil, msg, err` with `err.code == "PROTOCOL"` and `err.position`.
