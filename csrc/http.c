@@ -100,11 +100,16 @@ static int zhttp_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
 
 /* One timerfd serves two one-shot timers, curl's and the owner's alarm: arm it for the earlier.
  * Absolute times on CLOCK_MONOTONIC (the clock of zhttp_now_ms), so a late re-arm cannot drift;
- * a time already past fires at once. Re-arming also clears a pending expiry. */
-static void zhttp_rearm(zhttp_conn *c) {
+ * a time already past fires at once. Re-arming also clears a pending expiry.
+ * timerfd_settime is costly (5-20 us in a VM: it reprograms the hardware timer, and a time
+ * already past fires through the interrupt path), so the fd is brought in line with the due
+ * times only when control goes back to the caller (the end of zhttp_drive, zhttp_abort,
+ * zhttp_alarm) and only when that changes what is armed: curl's timer callback just records.
+ * Inside zhttp_drive the epoll timeout follows timer_due_ms itself, so a blocking poll makes no
+ * timerfd syscall at all (it made three). */
+static void zhttp_arm(zhttp_conn *c, long long due) {
   struct itimerspec its;
-  long long due = c->timer_due_ms;
-  if (c->alarm_due_ms >= 0 && (due < 0 || c->alarm_due_ms < due)) due = c->alarm_due_ms;
+  if (due == c->armed_ms) return;
   memset(&its, 0, sizeof its);
   if (due >= 0) {
     its.it_value.tv_sec = (time_t)(due / 1000);
@@ -112,14 +117,22 @@ static void zhttp_rearm(zhttp_conn *c) {
     if (due == 0) its.it_value.tv_nsec = 1;  /* an all-zero it_value would disarm the timer */
   }
   timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+  c->armed_ms = due;
+}
+
+static void zhttp_rearm(zhttp_conn *c) {
+  long long due = c->timer_due_ms;
+  if (c->alarm_due_ms >= 0 && (due < 0 || c->alarm_due_ms < due)) due = c->alarm_due_ms;
+  zhttp_arm(c, due);
 }
 
 static int zhttp_on_timer(CURLM *multi, long timeout_ms, void *userp) {
   zhttp_conn *c = userp;
   (void)multi;
-  c->timer_due_ms = timeout_ms < 0 ? -1 : zhttp_now_ms() + timeout_ms;
-  zhttp_rearm(c);
-  return 0;
+  /* + 1: zhttp_now_ms rounds down, and curl's own deadline is now + timeout to the microsecond;
+   * acting up to 1 ms before it finds nothing due and costs every queue a second wake-up. */
+  c->timer_due_ms = timeout_ms < 0 ? -1 : zhttp_now_ms() + timeout_ms + (timeout_ms > 0);
+  return 0;  /* the timerfd follows when control returns to the caller (zhttp_arm) */
 }
 
 void zhttp_alarm(zhttp_conn *c, long ms) {
@@ -331,7 +344,7 @@ int zhttp_conn_init(zhttp_conn *c, zhttp_session *s) {
   struct epoll_event ev;
   memset(c, 0, sizeof *c);
   c->epfd = c->tfd = -1;
-  c->timer_due_ms = c->alarm_due_ms = -1;
+  c->timer_due_ms = c->alarm_due_ms = c->armed_ms = -1;
   c->retry_after = -1;
   c->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (c->epfd >= 0) c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -439,6 +452,7 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   size_t blen = strlen(s->base_url), plen = strlen(path_query);
   char *url;
   CURLMcode mrc;
+  int is_get;
   if (c->state == ZHTTP_BUSY) zhttp_abort(c);
   url = malloc(blen + plen + 1);
   if (url == NULL) {
@@ -447,11 +461,20 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   }
   memcpy(url, s->base_url, blen);
   memcpy(url + blen, path_query, plen + 1);
-  curl_easy_reset(c->easy);  /* keeps the live connection, DNS and TLS caches */
-  zhttp_set_common(c, timeout_ms);
+  is_get = strcmp(method, "GET") == 0;
+  if (is_get && c->plain_get) {
+    /* Polls are GETs one after another: the handle still holds the common options and GET, so
+     * only the URL and the timeout change. The reset and the ~30 options after it were a tenth
+     * of a poll's CPU; curl re-initialises its per-transfer state itself. */
+    curl_easy_setopt(c->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+  } else {
+    curl_easy_reset(c->easy);  /* keeps the live connection, DNS and TLS caches */
+    zhttp_set_common(c, timeout_ms);
+  }
+  c->plain_get = is_get;
   curl_easy_setopt(c->easy, CURLOPT_URL, url);  /* curl copies it */
   free(url);
-  if (strcmp(method, "GET") == 0) {
+  if (is_get) {
     curl_easy_setopt(c->easy, CURLOPT_HTTPGET, 1L);
   } else {
     if (strcmp(method, "POST") != 0) curl_easy_setopt(c->easy, CURLOPT_CUSTOMREQUEST, method);
@@ -472,7 +495,6 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   c->trace_len = 0;
   c->trace_full = 0;
   c->alarm_due_ms = -1;  /* the transfer's own sockets and timer say when to act now */
-  zhttp_rearm(c);
   if (c->body_cap > ZHTTP_SMALL_BUFFER) {  /* don't hold a 50 MB register reply for ever */
     free(c->body);
     c->body = NULL;
@@ -481,9 +503,13 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   mrc = curl_multi_add_handle(c->multi, c->easy);
   if (mrc != CURLM_OK) {
     snprintf(c->errbuf, sizeof c->errbuf, "%s", curl_multi_strerror(mrc));
+    zhttp_rearm(c);
     return -1;
   }
   c->state = ZHTTP_BUSY;
+  /* curl's first timer is due at once and every caller drives next, which acts on it without
+   * the fd: arming the timerfd for "now" would cost a syscall and a spurious wake-up. */
+  zhttp_arm(c, -1);
   return 0;
 }
 
@@ -509,7 +535,7 @@ static void zhttp_act(zhttp_conn *c, curl_socket_t fd, int flags) {
   curl_multi_socket_action(c->multi, fd, flags, &running);
 }
 
-int zhttp_drive(zhttp_conn *c, long wait_ms) {
+static int zhttp_drive_pass(zhttp_conn *c, long wait_ms) {
   struct epoll_event evs[8];
   long long deadline = wait_ms < 0 ? -1 : zhttp_now_ms() + wait_ms;
   for (;;) {
@@ -540,8 +566,8 @@ int zhttp_drive(zhttp_conn *c, long wait_ms) {
       if (evs[i].data.fd == c->tfd) {
         unsigned long long expirations;
         if (read(c->tfd, &expirations, sizeof expirations) < 0) { /* already drained */ }
+        c->armed_ms = -1;  /* one-shot: it fired; zhttp_drive re-arms it on the way out */
         if (c->alarm_due_ms >= 0 && c->alarm_due_ms <= zhttp_now_ms()) c->alarm_due_ms = -1;
-        zhttp_rearm(c);  /* one-shot: keep it armed for whichever timer is still to come */
         continue;  /* the timer check at the top of the loop acts on curl's */
       }
       zhttp_act(c, evs[i].data.fd,
@@ -557,6 +583,12 @@ int zhttp_drive(zhttp_conn *c, long wait_ms) {
       return 0;
     }
   }
+}
+
+int zhttp_drive(zhttp_conn *c, long wait_ms) {
+  int r = zhttp_drive_pass(c, wait_ms);
+  zhttp_rearm(c);  /* the fd now tells a foreign loop when the next call is due */
+  return r;
 }
 
 void zhttp_abort(zhttp_conn *c) {

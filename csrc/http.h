@@ -44,8 +44,10 @@ typedef struct zhttp_conn {
   double retry_after;          /* Retry-After header in seconds, < 0 when absent */
   int too_large;               /* the reply passed max_reply_bytes */
   long long timer_due_ms;      /* curl's timer on the monotonic clock, -1 when unset */
+  long long armed_ms;          /* what the timerfd is armed for (absolute ms), -1: disarmed */
   long long alarm_due_ms;      /* the owner's wake-up (zhttp_alarm) on the same clock, -1 when unset */
   int too_slow;                /* the reply trickled below the low-speed limit */
+  int plain_get;               /* the easy handle holds the common options and GET (zhttp_start) */
   int socket_errno;            /* errno of a failed socket() (EMFILE: out of fds), else 0 */
   long long window_start_ms;   /* low-speed window: starts when the reply's headers begin */
   curl_off_t window_bytes;     /* bytes received when the window started */
