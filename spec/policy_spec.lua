@@ -41,6 +41,9 @@ describe("recovery policy", function()
     assert.are.equal(0.5, d.delay)
     d = policy.new(nil, function() return 1 end):decide(err("RATE_LIMIT_HIT", 429))
     assert.are.equal(0.1, d.delay)
+    -- a hostile Retry-After (a day, a date years ahead) is capped
+    assert.are.equal(300, policy.new():decide(err("RATE_LIMIT_HIT", 429, 86400 * 365)).delay)
+    assert.are.equal(2, policy.new({ max_retry_after = 2 }):decide(err("RATE_LIMIT_HIT", 429, 60)).delay)
   end)
 
   it("re-registers at once on BAD_EVENT_QUEUE_ID, backing off when it repeats", function()

@@ -4,7 +4,8 @@
 -- * network error, timeout, HTTP 5xx, a reply that is not JSON or is cut short: retry the same
 --   queue after a full-jitter exponential backoff (first bound `base` = 0.1 s, times `factor` = 2
 --   per attempt, at most `cap` = 10 s; reset after a success); the next poll uses `dont_block`.
--- * 429 `RATE_LIMIT_HIT`: wait `Retry-After` (header or body), else the backoff.
+-- * 429 `RATE_LIMIT_HIT`: wait `Retry-After` (header or body; at most `max_retry_after` = 300 s,
+--   so a broken or hostile server cannot put the bot to sleep for days), else the backoff.
 -- * `BAD_EVENT_QUEUE_ID`: register a new queue at once (backing off if that keeps happening).
 -- * 401 `UNAUTHORIZED`, any other 4xx, TLS failures, `TOO_LARGE`: raise; never loop.
 -- @module zulip.policy
@@ -15,7 +16,8 @@ local M = {}
 -- @field base first upper bound of the delay, seconds (0.1)
 -- @field factor growth per failed attempt (2)
 -- @field cap largest delay, seconds (10)
-M.DEFAULTS = { base = 0.1, factor = 2, cap = 10 }
+-- @field max_retry_after longest wait a 429's Retry-After may ask for, seconds (300)
+M.DEFAULTS = { base = 0.1, factor = 2, cap = 10, max_retry_after = 300 }
 
 -- client-side codes worth retrying; HTTP only for 5xx (a 3xx or 4xx will not go away)
 local RETRY = { NETWORK = true, TIMEOUT = true, PROTOCOL = true }
@@ -63,7 +65,7 @@ function Policy:decide(err)
     if self.attempt > 0 then d.delay = self:backoff_delay() end
   elseif code == "RATE_LIMIT_HIT" or status == 429 then
     d.action = "retry"
-    d.delay = err.retry_after or self:backoff_delay()
+    d.delay = err.retry_after and math.min(err.retry_after, self.backoff.max_retry_after) or self:backoff_delay()
   elseif RETRY[code] or (code == "HTTP" and (status == nil or status >= 500)) then
     d.action = "retry"
     d.delay = self:backoff_delay()
