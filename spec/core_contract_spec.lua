@@ -19,11 +19,7 @@ end
 describe("core contract", function()
   local srv, bot
 
-  local function new_client(extra)
-    local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return zulip.client(opts)
-  end
+  local function new_client(extra) return util.client(srv, extra) end
 
   -- The /api requests the server saw, oldest first, optionally only those to `path`.
   local function requests(path, method)

@@ -9,11 +9,7 @@ local socket = require("socket")
 describe("a hostile server", function()
   local srv, bot
 
-  local function new_client(extra)
-    local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return zulip.client(opts)
-  end
+  local function new_client(extra) return util.client(srv, extra) end
 
   -- the next /api request gets exactly these bytes, then EOF
   local function raw(data, path)

@@ -1,7 +1,6 @@
 -- luacheck: ignore 512 (loops that run once and break or close are the point here)
 -- Lifetimes: queues collected, closed or abandoned at awkward moments must neither crash nor
 -- leak (this suite also runs under ASan and valgrind: make asan, make valgrind) (issue 5).
-local zulip = require("zulip")
 local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
@@ -29,13 +28,9 @@ local function full_gc()
 end
 
 describe("queue lifetimes", function()
-  local srv, bot, client
+  local srv, client
 
-  local function new_client(extra)
-    local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return zulip.client(opts)
-  end
+  local function new_client(extra) return util.client(srv, extra) end
 
   local function server_queues()
     local ids = {}
@@ -49,7 +44,6 @@ describe("queue lifetimes", function()
 
   setup(function()
     srv = devserver.start{ heartbeat = 30 }
-    bot = srv.users.bot
   end)
   teardown(function() srv:stop() end)
   before_each(function()

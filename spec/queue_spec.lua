@@ -7,11 +7,7 @@ local util = require("spec.support.util")
 describe("queues against the dev server", function()
   local srv, bot, client
 
-  local function new_client(extra)
-    local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return zulip.client(opts)
-  end
+  local function new_client(extra) return util.client(srv, extra) end
 
   local function send(content, extra)
     local msg = { type = "stream", to = "Denmark", topic = "spec", content = content }

@@ -1,16 +1,10 @@
 -- TLS against the dev server over HTTPS with a certificate from a CA made for the test run:
 -- verification is on by default, cert_bundle and insecure = true let the client in, and client
 -- certificates work when the server requires them (issue 5).
-local zulip = require("zulip")
 local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
-local function client_for(srv, extra)
-  local bot = srv.users.bot
-  local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-  for k, v in pairs(extra or {}) do opts[k] = v end
-  return zulip.client(opts)
-end
+local client_for = util.client
 
 describe("TLS", function()
   local srv

@@ -117,6 +117,14 @@ function M.later(srv, seconds, action)
   background_python(lines)
 end
 
+--- A client for the dev server's bot (timeout 5 s); `extra` adds or overrides options.
+function M.client(srv, extra)
+  local bot = srv.users.bot
+  local opts = { site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return require("zulip").client(opts)
+end
+
 --- A clock for bounded waits in specs.
 function M.now()
   return require("zulip.core").now()
