@@ -332,11 +332,25 @@ end
 function Server:control(method, path, body)
   local resp, err = M.http(self.control_port, method, path,
                            { json = method ~= "GET" and (body or {}) or nil })
-  if not resp then error("devserver " .. method .. " " .. path .. ": " .. tostring(err), 2) end
+  if not resp then
+    error("devserver " .. method .. " " .. path .. ": " .. tostring(err) .. self:log_tail(), 2)
+  end
   if resp.status < 200 or resp.status > 299 or not resp.json then
     error(string.format("devserver %s %s -> %d: %s", method, path, resp.status, resp.body), 2)
   end
   return resp.json
+end
+
+--- The last lines of the server's log (for error messages), or "" when it has none.
+function Server:log_tail(lines)
+  local log = read_file(self.log_file)
+  if not log or log == "" then return "" end
+  local tail = {}
+  for line in log:gmatch("[^\n]+") do
+    tail[#tail + 1] = line
+    if #tail > (lines or 20) then table.remove(tail, 1) end
+  end
+  return "\nthe dev server's log ends:\n" .. table.concat(tail, "\n")
 end
 
 local function user_of(self, user)
