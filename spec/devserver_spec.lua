@@ -791,6 +791,30 @@ describe("zulip dev server", function()
       short:stop()   -- idempotent
     end)
 
+    it("start() waits for the plain twin's port file, not just the TLS port's", function()
+      -- The server writes --port-file first: seen alone, it must not make the
+      -- TLS port the control port (control requests would then be plain HTTP
+      -- to the TLS port, which closes the connection).
+      local p = assert(io.popen("mktemp -d \"${TMPDIR:-/tmp}/lua-zulip-ports.XXXXXX\""))
+      local dir = p:read("*l")
+      p:close()
+      local function put(name, text)
+        local f = assert(io.open(dir .. "/" .. name, "w"))
+        f:write(text)
+        f:close()
+      end
+      local ok, err = pcall(function()
+        assert.same({}, { devserver.read_ports(dir, false) })
+        put("port", "4431\n")
+        assert.same({ 4431, 4431 }, { devserver.read_ports(dir, false) })
+        assert.same({}, { devserver.read_ports(dir, true) })
+        put("plain-port", "8081\n")
+        assert.same({ 4431, 8081 }, { devserver.read_ports(dir, true) })
+      end)
+      os.execute("rm -rf '" .. dir .. "'")
+      assert(ok, err)
+    end)
+
     local has_luasec, ssl = pcall(require, "ssl")
     local tls_it = has_luasec and it or pending
 
@@ -816,6 +840,7 @@ describe("zulip dev server", function()
       local tls = devserver.start{ tls = true }
       local ok, err = pcall(function()
         assert.matches("^https://127%.0%.0%.1:%d+$", tls.site)
+        assert.not_equals(tls.port, tls.control_port)
         local resp = assert(https_me(tls))
         assert.equals(200, resp.status)
         assert.equals("bot@example.com", resp.json.email)

@@ -251,6 +251,19 @@ function M.tls_files()
   return tls_files
 end
 
+--- The ports a server started with M.start's port files in `dir` listens on:
+-- port, control_port (the plain twin's with `tls`, else port again), or nil
+-- until every port file the server writes is there.  The server writes
+-- --port-file before --plain-port-file, so with TLS the first file alone does
+-- not mean the twin listens yet.
+function M.read_ports(dir, tls)
+  local port = tonumber(read_file(dir .. "/port") or "")
+  local control_port = port
+  if tls then control_port = tonumber(read_file(dir .. "/plain-port") or "") end
+  if not (port and control_port) then return nil end
+  return port, control_port
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -300,9 +313,8 @@ function M.start(opts)
   local deadline = socket.gettime() + (opts.timeout or START_TIMEOUT)
   local port, control_port, last_check = nil, nil, 0
   while socket.gettime() < deadline do
-    port = tonumber(read_file(dir .. "/port") or "")
-    control_port = tls and tonumber(read_file(dir .. "/plain-port") or "") or port
-    if port and control_port then break end
+    port, control_port = M.read_ports(dir, tls)
+    if port then break end
     if socket.gettime() - last_check > 0.1 then
       last_check = socket.gettime()
       if not (pid and M.process_alive(pid)) then break end
