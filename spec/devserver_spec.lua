@@ -509,11 +509,15 @@ describe("zulip dev server", function()
 
   describe("garbage collection", function()
     it("collects idle queues but never one with a waiting request", function()
-      srv:control("POST", "/test/config", { queue_timeout = 0.3, gc_interval = 0.1, heartbeat = 5 })
+      srv:control("POST", "/test/config", { heartbeat = 5 })
       local idle = register("bot").queue_id
       local busy = register("bot").queue_id
       local long_lived = register("bot", { queue_lifespan_secs = 60 }).queue_id
       local sock = start_poll("bot", busy, -1)
+      -- The short timeout only once the poll waits: a poll the server took up late would
+      -- otherwise find its queue already collected.
+      assert.is_true(wait_until(is_waiting(busy)))
+      srv:control("POST", "/test/config", { queue_timeout = 0.3, gc_interval = 0.1 })
       assert.is_true(wait_until(function() return queue_info(idle) == nil end))
       expect_error(poll_now("bot", idle, -1), 400, "BAD_EVENT_QUEUE_ID")
       socket.sleep(0.3)
