@@ -42,8 +42,8 @@ describe("examples", function()
   before_each(function() srv:control("POST", "/test/reset", {}) end)
 
   it("echo_bot.lua prints messages and answers the ones that say echo", function()
-    util.send_later(srv, 0.8, "alice", msg("hello"))
-    util.send_later(srv, 1.0, "alice", msg("please echo me"))
+    util.send_when_queued(srv, { "bot@example.com" },
+                          { { "alice", msg("hello") }, { "alice", msg("please echo me") } })
     local out, ok = run("echo_bot.lua", {}, { ZULIP_CONFIG = zuliprc("bot"), ECHO_BOT_MAX = "2" })
     assert.is_true(ok, out)
     assert.matches("queue registered", out)
@@ -61,10 +61,10 @@ describe("examples", function()
   end)
 
   it("channel_follower.lua sees only its channel", function()
-    util.send_later(srv, 0.8, "alice", msg("elsewhere", { to = "Scotland" }))
-    util.send_later(srv, 1.0, "alice", msg("first"))
-    util.send_later(srv, 1.2, "alice", msg("second", { to = "Scotland" }))
-    util.send_later(srv, 1.4, "alice", msg("third"))
+    util.send_when_queued(srv, { "bot@example.com" }, {
+      { "alice", msg("elsewhere", { to = "Scotland" }) }, { "alice", msg("first") },
+      { "alice", msg("second", { to = "Scotland" }) }, { "alice", msg("third") },
+    })
     local out, ok = run("channel_follower.lua", { "Denmark" }, { ZULIP_CONFIG = zuliprc("bot"), FOLLOW_MAX = "2" })
     assert.is_true(ok, out)
     assert.matches("following #Denmark", out)
@@ -73,7 +73,8 @@ describe("examples", function()
   end)
 
   it("bridge.lua runs two accounts' queues in one process and bridges direct messages", function()
-    util.send_later(srv, 1.0, "alice", { type = "private", to = srv.users.bot.email, content = "psst" })
+    util.send_when_queued(srv, { "bot@example.com", "alice@example.com" },
+                          { { "alice", { type = "private", to = srv.users.bot.email, content = "psst" } } })
     local out, ok = run("bridge.lua", { zuliprc("bot"), zuliprc("alice") }, { BRIDGE_MAX = "4" })
     assert.is_true(ok, out)
     assert.matches("bridge: bot@example.com", out)

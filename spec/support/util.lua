@@ -117,6 +117,31 @@ function M.later(srv, seconds, action)
   background_python(lines)
 end
 
+--- Send messages from a background process as soon as every email in `owners` has an event
+-- queue on the dev server (polled, for at most 15 s), so a bot started right after this call
+-- cannot miss them by registering late. `sends` is a list of { user, msg } (as for send_later),
+-- sent one after the other in this order. Returns at once.
+function M.send_when_queued(srv, owners, sends)
+  local base = "http://127.0.0.1:" .. (srv.control_port or srv.port)
+  local form = require("spec.support.devserver").form
+  local lines = {
+    ("owners, deadline = json.loads(%q), time.monotonic() + 15"):format(require("cjson").encode(owners)),
+    "while time.monotonic() < deadline:",
+    ("    queues = json.load(r.urlopen(%q, timeout=10))['queues']"):format(base .. "/test/queues"),
+    "    if all(any(q['owner'] == o for q in queues) for o in owners):",
+    "        break",
+    "    time.sleep(0.02)",
+  }
+  for _, send in ipairs(sends) do
+    lines[#lines + 1] = ("req = r.Request(%q, data=%q.encode(), method='POST')")
+      :format(base .. "/api/v1/messages", form(send[2]))
+    lines[#lines + 1] = "req.add_header('Authorization', 'Basic ' + " .. py_auth(srv.users[send[1]]) .. ")"
+    lines[#lines + 1] = "req.add_header('Content-Type', 'application/x-www-form-urlencoded')"
+    lines[#lines + 1] = "r.urlopen(req, timeout=10).read()"
+  end
+  background_python(lines)
+end
+
 --- A client for the dev server's bot (timeout 5 s); `extra` adds or overrides options.
 function M.client(srv, extra)
   local bot = srv.users.bot
