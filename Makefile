@@ -12,8 +12,8 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
-            $(shell pkg-config --cflags $(PKG_LUA) libcurl)
-LIBS      = $(shell pkg-config --libs libcurl)
+            $(shell pkg-config --cflags $(PKG_LUA) libcurl zlib libbrotlidec)
+LIBS      = $(shell pkg-config --libs libcurl zlib libbrotlidec)
 PREFIX   ?= /usr/local
 LUAVERS  := 5.4 5.3 5.1 luajit
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;

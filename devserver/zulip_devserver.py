@@ -1149,6 +1149,18 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_OPTIONS = do_GET
 
+    def do_CONNECT(self):
+        """Stands in for a forward proxy's tunnel: whatever host the client names, the tunnel
+        leads back to this server, so the requests that follow are served here."""
+        app = self.server.app
+        app.record_request({"time": time.time(), "method": "CONNECT", "path": self.path, "query": "",
+                            "form": {}, "headers": {"User-Agent": self.headers.get("User-Agent")},
+                            "peer_port": self.client_address[1], "content_encoding": None,
+                            "status": 200, "fault": None})
+        app.log(f"CONNECT {self.path} -> 200 (a tunnel back to this server)")
+        self.send_response(200, "Connection established")
+        self.end_headers()
+
     # -- request plumbing ------------------------------------------------------
 
     def _read_body(self):

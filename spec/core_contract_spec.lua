@@ -329,16 +329,9 @@ describe("core contract", function()
       end
     end)
 
-    it("connects with a 10 s timeout by default", function()
-      local q = new_client{ timeout = 60 }:queue{}
-      srv:control("POST", "/test/fault", { kind = "delay", seconds = 1, path = "/api/v1/register" })
-      local t = timer_of(q, 0.35)
-      assert.is_true(t > 9.5 and t <= 10, tostring(t))
-      q:close()
-    end)
-
-    it("gives up connecting after connect_timeout on a listener that never answers", function()
-      -- a loopback listener whose accept queue (backlog 0) is full: the kernel drops new SYNs
+    -- A loopback listener whose accept queue (backlog 0) is full: the kernel drops new SYNs, so
+    -- connecting to it never ends by itself. Returns its port and a function that closes it all.
+    local function silent_listener()
       local l = assert(socket.tcp())
       assert(l:bind("127.0.0.1", 0))
       assert(l:listen(0))
@@ -350,13 +343,30 @@ describe("core contract", function()
         fillers[i]:connect("127.0.0.1", port)
       end
       socket.sleep(0.05)
+      return port, function()
+        for _, f in ipairs(fillers) do f:close() end
+        l:close()
+      end
+    end
+
+    it("connects with a 10 s timeout by default", function()
+      local port, done = silent_listener()
+      local q = zulip.client{ site = "http://127.0.0.1:" .. port, email = bot.email, api_key = bot.api_key,
+                              timeout = 60 }:queue{}
+      local t = timer_of(q, 0.35)  -- while connecting, past curl's 200 ms happy-eyeballs timer
+      q:close()
+      done()
+      assert.is_true(t > 9.5 and t <= 10, tostring(t))
+    end)
+
+    it("gives up connecting after connect_timeout on a listener that never answers", function()
+      local port, done = silent_listener()
       local c = zulip.client{ site = "http://127.0.0.1:" .. port, email = bot.email, api_key = bot.api_key,
                               timeout = 5, connect_timeout = 0.3 }
       local t0 = util.now()
       local state, msg, err = c:queue{}:register()
       local took = util.now() - t0
-      for _, s in ipairs(fillers) do s:close() end
-      l:close()
+      done()
       assert.is_nil(state)
       assert.is_true(err.code == "TIMEOUT" or err.code == "NETWORK", msg)
       assert.is_true(took >= 0.25 and took < 2, tostring(took))
@@ -534,12 +544,17 @@ describe("core contract", function()
       assert(tls_client{ site = bare, cert_bundle = tls.ca_file }:request("GET", "users/me"))
     end)
 
-    it("goes through the proxy option", function()
-      -- the dev server answers absolute-form requests, so it can stand in for a forward proxy
+    it("goes through the proxy option, in a CONNECT tunnel", function()
+      -- the dev server answers CONNECT with a tunnel back to itself, so it can stand in for a
+      -- forward proxy; zulip.invalid does not resolve, so only the proxy can have reached it
       local c = zulip.client{ site = "http://zulip.invalid", email = bot.email, api_key = bot.api_key,
                               timeout = 5, proxy = srv.site }
       local me = assert(c:request("GET", "users/me"))
       assert.are.equal(bot.email, me.email)
+      local log = srv:control("GET", "/test/requests?n=2").requests
+      assert.are.equal("CONNECT", log[1].method)
+      assert.are.equal("zulip.invalid:80", log[1].path)
+      assert.are.equal("/api/v1/users/me", log[2].path)
     end)
   end)
 
