@@ -1,7 +1,6 @@
 /* h1.c: the HTTP/1.1 reply parser (see h1.h). */
 #include "h1.h"
 
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +103,7 @@ static int zh1_inflate(zh1_reply *r, const char *data, size_t n) {
       return zh1_fail(r, ZH1_PROTOCOL, "cannot start inflating the reply");
     r->z_live = 1;
   }
-  r->z.next_in = (Bytef *)(uintptr_t)data;
+  r->z.next_in = (const Bytef *)data;
   r->z.avail_in = (uInt)n;
   while (r->z.avail_in > 0 && !r->z_end) {
     size_t room;

@@ -10,6 +10,9 @@
 #define ZULIP_H1_H
 
 #include <stddef.h>
+#ifndef ZLIB_CONST
+#define ZLIB_CONST  /* z_stream.next_in is const */
+#endif
 #include <zlib.h>
 
 /* Results of zh1_feed and zh1_eof; the failures carry a message in r->err. */

@@ -579,6 +579,11 @@ void zhttp_conn_free(zhttp_conn *c) {
   c->state = ZHTTP_IDLE;
 }
 
+static char *zhttp_put(char *p, const void *src, size_t n) {
+  if (n > 0) memcpy(p, src, n);
+  return p + n;
+}
+
 /* The request's bytes: request line, the session's head, a body's headers, the body. */
 static int zhttp_build(zhttp_conn *c, const char *method, const char *path_query,
                        const char *body, size_t body_len) {
@@ -603,15 +608,15 @@ static int zhttp_build(zhttp_conn *c, const char *method, const char *path_query
     c->req_cap = cap;
   }
   p = c->req;
-  memcpy(p, method, ml); p += ml;
-  *p++ = ' ';
-  memcpy(p, s->prefix, pl); p += pl;
-  memcpy(p, path_query, ql); p += ql;
-  memcpy(p, " HTTP/1.1\r\n", 11); p += 11;
-  memcpy(p, s->head, s->head_len); p += s->head_len;
-  if (hl > 0) { memcpy(p, lenhdr, hl); p += hl; }
-  memcpy(p, "\r\n", 2); p += 2;
-  if (body != NULL && body_len > 0) { memcpy(p, body, body_len); p += body_len; }
+  p = zhttp_put(p, method, ml);
+  p = zhttp_put(p, " ", 1);
+  p = zhttp_put(p, s->prefix, pl);
+  p = zhttp_put(p, path_query, ql);
+  p = zhttp_put(p, " HTTP/1.1\r\n", 11);
+  p = zhttp_put(p, s->head, s->head_len);
+  p = zhttp_put(p, lenhdr, hl);
+  p = zhttp_put(p, "\r\n", 2);
+  if (body != NULL) p = zhttp_put(p, body, body_len);
   c->req_len = (size_t)(p - c->req);
   c->req_sent = 0;
   return 0;

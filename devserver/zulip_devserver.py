@@ -111,7 +111,7 @@ HTTP_FAULTS = ("status500", "html502", "invalid_json", "ratelimit", "unauthorize
 # Fault kinds that do something first, then let the request run normally.
 PRE_FAULTS = ("delay", "gc")
 # Fault kinds that run the request normally and then mangle the delivery.
-DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle")
+DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle", "close_after_reply")
 FAULT_KINDS = TRANSPORT_FAULTS + HTTP_FAULTS + PRE_FAULTS + DELIVERY_FAULTS
 DEFAULT_RANDOM_KINDS = ("reset", "status500", "html502", "invalid_json", "ratelimit",
                         "truncate", "close_after_headers")
@@ -1337,6 +1337,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             elif mode == "truncate":
                 self.wfile.write(head + body[:len(body) // 2])
+                self.close_connection = True
+            elif mode == "close_after_reply":
+                # the whole reply, with no "Connection: close", then the connection ends: what
+                # a server does when it drops an idle keep-alive connection just after a reply
+                self.wfile.write(head + body)
                 self.close_connection = True
             elif mode == "trickle":
                 data = head + body

@@ -270,6 +270,40 @@ describe("core contract", function()
       assert.are.equal(1, count(rest_ports))
       q:close()
     end)
+
+    it("resends a request once, on a new connection, when the server closed the kept one", function()
+      local c = new_client()
+      local q = c:queue{ event_types = { "message" } }
+      assert(q:register())
+      local function close_after(path)  -- the next reply comes whole, then the connection ends
+        srv:control("POST", "/test/fault", { kind = "close_after_reply", path = path })
+      end
+      close_after("/api/v1/events")
+      assert(q:get_events{ dont_block = true })
+      assert(q:get_events{ dont_block = true })  -- at once: it goes out on the closed connection first
+      close_after("/api/v1/events")
+      assert(q:get_events{ dont_block = true })
+      socket.sleep(1.2)                          -- idle for a while: checked before it is used
+      assert(q:get_events{ dont_block = true })
+      -- a POST is resent too, and arrives once
+      close_after("/api/v1/users/me")
+      assert(c:request("GET", "users/me"))
+      assert(c:request("POST", "messages", { type = "stream", to = "Denmark", topic = "resent", content = "once" }))
+      local events = assert(q:get_events{ dont_block = true })
+      assert.are.equal(1, #events)
+      assert.are.equal("once", events[1].message.content)
+      local ports, n = {}, 0
+      for _, r in ipairs(requests()) do
+        if r.path == "/api/v1/register" or r.path == "/api/v1/events" then
+          if not ports[r.peer_port] then n = n + 1 end
+          ports[r.peer_port] = true
+        end
+      end
+      assert.are.equal(5, #requests("/api/v1/events"))  -- each poll reached the server once
+      assert.are.equal(3, n)                           -- on the first, second and third connection
+      assert.are.equal(1, #requests("/api/v1/messages"))
+      q:close()
+    end)
   end)
 
   describe("timeouts", function()
