@@ -341,10 +341,10 @@ static int zhttp_connect(zhttp_conn *c) {
   if (s->cert_bundle) curl_easy_setopt(e, CURLOPT_CAINFO, s->cert_bundle);
   if (s->client_cert) curl_easy_setopt(e, CURLOPT_SSLCERT, s->client_cert);
   if (s->client_key) curl_easy_setopt(e, CURLOPT_SSLKEY, s->client_key);
-  if (s->proxy) {
-    curl_easy_setopt(e, CURLOPT_PROXY, s->proxy);
-    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);  /* CONNECT, then our requests as to the site */
-  }
+  if (s->proxy) curl_easy_setopt(e, CURLOPT_PROXY, s->proxy);
+  /* through any HTTP proxy, the option's or the environment's (https_proxy, ...): CONNECT, then
+   * our requests go to the site as if directly */
+  curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
   if (s->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -44,7 +44,8 @@ describe("core contract", function()
   end
 
   -- Drive a queue without blocking for `secs` and return the largest q:timeout() seen meanwhile:
-  -- curl's next timer, which with no shorter timer pending is the request's whole timeout.
+  -- the transfer's next timer (curl's while it connects), which with no shorter timer pending is
+  -- the request's whole timeout.
   local function timer_of(q, secs)
     local t0, best = util.now(), -1
     q:step(0)
@@ -307,7 +308,7 @@ describe("core contract", function()
   end)
 
   describe("timeouts", function()
-    -- connect_timeout = 3600 leaves the request's own timeout as curl's only timer
+    -- connect_timeout = 3600 leaves the request's own timeout as the only timer
     it("gives a long-poll the server's event_queue_longpoll_timeout_seconds plus the grace", function()
       srv:control("POST", "/test/config", { longpoll_timeout_seconds = 2 })
       local c = new_client{ connect_timeout = 3600, longpoll_grace = 4 }
@@ -357,7 +358,7 @@ describe("core contract", function()
         for k, v in pairs(extra) do opts[k] = v end
         local q = zulip.client(opts):queue{}
         srv:control("POST", "/test/fault", { kind = "delay", seconds = 1, path = "/api/v1/register" })
-        local t = timer_of(q, 0.35)  -- past curl's 200 ms connect-phase timer
+        local t = timer_of(q, 0.35)  -- past any 200 ms connect-phase timer of curl's
         assert.is_true(t > want - 0.5 and t <= want, want .. ": " .. t)
         q:close()
       end
@@ -589,6 +590,17 @@ describe("core contract", function()
       assert.are.equal("CONNECT", log[1].method)
       assert.are.equal("zulip.invalid:80", log[1].path)
       assert.are.equal("/api/v1/users/me", log[2].path)
+    end)
+
+    it("goes through a proxy from the environment (http_proxy) too, in a CONNECT tunnel", function()
+      local out = util.run_lua(([[
+        local c = require("zulip").client{ site = "http://zulip.invalid", email = %q, api_key = %q, timeout = 5 }
+        print(select(2, c:request("GET", "users/me")) or "email " .. c:request("GET", "users/me").email)
+      ]]):format(bot.email, bot.api_key), { LUA_PATH = package.path, LUA_CPATH = package.cpath,
+                                           http_proxy = srv.site, no_proxy = false, NO_PROXY = false })
+      assert.matches("^email bot@example%.com\n", out)
+      local log = srv:control("GET", "/test/requests?n=3").requests
+      assert.are.same({ "CONNECT", "GET", "GET" }, { log[1].method, log[2].method, log[3].method })
     end)
   end)
 
