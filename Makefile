@@ -12,8 +12,8 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
-            $(shell pkg-config --cflags $(PKG_LUA) libcurl)
-LIBS      = $(shell pkg-config --libs libcurl)
+            $(shell pkg-config --cflags $(PKG_LUA) libcurl zlib libbrotlidec)
+LIBS      = $(shell pkg-config --libs libcurl zlib libbrotlidec)
 PREFIX   ?= /usr/local
 LUAVERS  := 5.4 5.3 5.1 luajit
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
@@ -92,7 +92,8 @@ clean:
 # ---- Hardening (issue 5): sanitizers, valgrind, fuzzing, static analysis -----------------------
 # make asan       build/asan/zulip/core.so with ASan+UBSan (gcc); the whole suite under lua5.4
 # make valgrind   the whole suite under valgrind (memcheck); a definite leak or an error fails it
-# make fuzz       libFuzzer targets (clang-14) in build/fuzz/, FUZZ_SECONDS (60) each
+# make fuzz       libFuzzer targets (clang-14) in build/fuzz/, FUZZ_SECONDS (60) each: the JSON
+#                 decoder, the HTTP/1.1 reply parser (h1, with reply.dict), and reply handling end to end
 # make fuzz-regress  each fuzz target over its seed corpus and the committed crash inputs
 # make lint       luacheck, cppcheck, clang-tidy and `make warnings` (-Werror under gcc and clang)
 # Every run of the suite here uses spec/support/gc_helper.lua: a full GC after each spec.
@@ -120,10 +121,11 @@ VALGRIND      = valgrind -q --leak-check=full --errors-for-leak-kinds=definite -
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_TARGETS := json reply
+FUZZ_TARGETS := json reply h1
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%_fuzz)
 FUZZ_SRCS_json  := csrc/json.c
 FUZZ_SRCS_reply := $(SRCS)
+FUZZ_SRCS_h1    := csrc/h1.c
 
 .PHONY: bootstrap-extra fuzz-build fuzz-regress warnings cppcheck clang-tidy luacheck
 
@@ -163,7 +165,7 @@ fuzz: fuzz-build
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=16384 -print_final_stats=1 \
-	    -artifact_prefix=build/fuzz/$$t- -dict=fuzz/$$t.dict \
+	    -artifact_prefix=build/fuzz/$$t- -dict=fuzz/$$([ $$t = h1 ] && echo reply || echo $$t).dict \
 	    build/fuzz/corpus-$$t fuzz/corpus/$$t || exit 1; \
 	done
 

@@ -18,18 +18,20 @@ dependencies = {
 external_dependencies = {
   -- only the library: Debian keeps curl.h under a multiarch include dir that luarocks does not search
   CURL = { library = "curl" },
+  ZLIB = { header = "zlib.h", library = "z" },
+  BROTLI = { header = "brotli/decode.h", library = "brotlidec" },
 }
 build = {
   type = "builtin",
   modules = {
     ["zulip.core"] = {
-      sources = { "csrc/core.c", "csrc/http.c", "csrc/json.c", "csrc/poller.c", "csrc/queue.c",
-                  "csrc/session.c" },
+      sources = { "csrc/core.c", "csrc/h1.c", "csrc/http.c", "csrc/json.c", "csrc/poller.c",
+                  "csrc/queue.c", "csrc/session.c", "csrc/trace.c" },
       -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
       defines = { 'ZULIP_VERSION="0.1.0"' },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "/usr/include/x86_64-linux-gnu" },
-      libdirs = { "$(CURL_LIBDIR)" },
-      libraries = { "curl" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "$(ZLIB_INCDIR)", "$(BROTLI_INCDIR)", "/usr/include/x86_64-linux-gnu" },
+      libdirs = { "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)", "$(BROTLI_LIBDIR)" },
+      libraries = { "curl", "z", "brotlidec" },
     },
     ["zulip"] = "lua/zulip/init.lua",
     ["zulip.config"] = "lua/zulip/config.lua",

@@ -70,40 +70,6 @@ static int zulip_queue_drive(lua_State *L) {
   return 1;
 }
 
-static const char *zulip_queue_failure(const zhttp_conn *c) {
-  static const char headers_too_large[] = "Too large response headers";  /* libcurl's words */
-  if (c->rc == CURLE_RECV_ERROR && strncmp(c->errbuf, headers_too_large, sizeof headers_too_large - 1) == 0)
-    return "TOO_LARGE";
-  /* a TLS alert from the server after the handshake: TLS 1.3 refuses a client certificate so */
-  if ((c->rc == CURLE_RECV_ERROR || c->rc == CURLE_SEND_ERROR) && strstr(c->errbuf, " alert ") != NULL)
-    return "TLS";
-  switch (c->rc) {
-    case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
-    case CURLE_ABORTED_BY_CALLBACK: return c->too_slow ? "TIMEOUT" : "NETWORK";
-    case CURLE_WRITE_ERROR: return c->too_large ? "TOO_LARGE" : "NETWORK";
-    case CURLE_FILESIZE_EXCEEDED:
-    case CURLE_OUT_OF_MEMORY:  /* also a reply header line over libcurl's 100 KB */
-      return "TOO_LARGE";
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_USE_SSL_FAILED:
-      return "TLS";
-    case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-      return "PROTOCOL";
-    default: return "NETWORK";
-  }
-}
-
 /* q:_result() -> nil                                   while the transfer runs or none was started
  *             -> status, value|nil, retry_after|nil, json_error|nil     when an HTTP reply came
  *             -> false, code, message                  when the transfer failed */
@@ -112,28 +78,17 @@ static int zulip_queue_result(lua_State *L) {
   zhttp_conn *c = &q->conn;
   if (c->state != ZHTTP_DONE) return 0;
   zhttp_reset_result(c);
-  if (c->rc != CURLE_OK) {
-    const char *code = zulip_queue_failure(c);
+  if (c->fail != NULL) {
     lua_pushboolean(L, 0);
-    lua_pushstring(L, code);
-    if (c->too_large || c->rc == CURLE_FILESIZE_EXCEEDED) {
-      char msg[80];
-      snprintf(msg, sizeof msg, "reply larger than max_reply_bytes (%zu bytes)", c->session->max_reply_bytes);
-      lua_pushstring(L, msg);
-    } else if (c->rc == CURLE_OUT_OF_MEMORY && c->errbuf[0] == 0)
-      lua_pushliteral(L, "out of memory, or a reply header line longer than libcurl accepts (100 KB)");
-    else if (c->too_slow)
-      lua_pushfstring(L, "reply slower than %d bytes/s over %d s",
-                      (int)c->session->low_speed_limit, (int)c->session->low_speed_time);
-    else
-      lua_pushstring(L, c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->rc));
+    lua_pushstring(L, c->fail);
+    lua_pushstring(L, c->errbuf[0] ? c->errbuf : "the request failed");
     return 3;
   }
   lua_pushinteger(L, (lua_Integer)c->status);
-  if (c->body_len > 0) {
+  if (c->reply.body_len > 0) {
     char err[160];
     size_t pos = 0;
-    if (!zulip_json_decode(L, c->body, c->body_len, ZULIP_JSON_MAXDEPTH, err, sizeof err, &pos)) {
+    if (!zulip_json_decode(L, c->reply.body, c->reply.body_len, ZULIP_JSON_MAXDEPTH, err, sizeof err, &pos)) {
       lua_pushnil(L);
       if (c->retry_after >= 0) lua_pushnumber(L, c->retry_after); else lua_pushnil(L);
       lua_pushstring(L, err);
@@ -160,8 +115,8 @@ static int zulip_queue_trace(lua_State *L) {
 /* q:_body() -> the raw text of the last reply (for error messages: a proxy's HTML page) */
 static int zulip_queue_body(lua_State *L) {
   zulip_queue *q = zulip_queue_check(L);
-  size_t n = q->conn.body_len;
-  lua_pushlstring(L, q->conn.body ? q->conn.body : "", n);
+  size_t n = q->conn.reply.body_len;
+  lua_pushlstring(L, q->conn.reply.body ? q->conn.reply.body : "", n);
   return 1;
 }
 

@@ -111,7 +111,7 @@ HTTP_FAULTS = ("status500", "html502", "invalid_json", "ratelimit", "unauthorize
 # Fault kinds that do something first, then let the request run normally.
 PRE_FAULTS = ("delay", "gc")
 # Fault kinds that run the request normally and then mangle the delivery.
-DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle")
+DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle", "close_after_reply")
 FAULT_KINDS = TRANSPORT_FAULTS + HTTP_FAULTS + PRE_FAULTS + DELIVERY_FAULTS
 DEFAULT_RANDOM_KINDS = ("reset", "status500", "html502", "invalid_json", "ratelimit",
                         "truncate", "close_after_headers")
@@ -1149,6 +1149,18 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_DELETE = do_PUT = do_PATCH = do_OPTIONS = do_GET
 
+    def do_CONNECT(self):
+        """Stands in for a forward proxy's tunnel: whatever host the client names, the tunnel
+        leads back to this server, so the requests that follow are served here."""
+        app = self.server.app
+        app.record_request({"time": time.time(), "method": "CONNECT", "path": self.path, "query": "",
+                            "form": {}, "headers": {"User-Agent": self.headers.get("User-Agent")},
+                            "peer_port": self.client_address[1], "content_encoding": None,
+                            "status": 200, "fault": None})
+        app.log(f"CONNECT {self.path} -> 200 (a tunnel back to this server)")
+        self.send_response(200, "Connection established")
+        self.end_headers()
+
     # -- request plumbing ------------------------------------------------------
 
     def _read_body(self):
@@ -1325,6 +1337,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             elif mode == "truncate":
                 self.wfile.write(head + body[:len(body) // 2])
+                self.close_connection = True
+            elif mode == "close_after_reply":
+                # the whole reply, with no "Connection: close", then the connection ends: what
+                # a server does when it drops an idle keep-alive connection just after a reply
+                self.wfile.write(head + body)
                 self.close_connection = True
             elif mode == "trickle":
                 data = head + body

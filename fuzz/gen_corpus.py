@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora fuzz/corpus/json/* and fuzz/corpus/reply/* (our own texts, in the
-shapes of Zulip's register, events and error replies). Run it from the checkout after changing
+"""Writes the seed corpora fuzz/corpus/json/*, fuzz/corpus/reply/* and fuzz/corpus/h1/* (our own
+texts, in the shapes of Zulip's register, events and error replies). Run it from the checkout after changing
 it; the seeds are committed, so nothing at build or test time runs this."""
+import base64
 import gzip
 import json
 import os
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QID = "5d1c7e0a-93b4-4f1e-a2c8-0b7d6e3f9a21"
@@ -109,13 +111,41 @@ def http(status, reason, body=b"", headers=None, content_length=True, version="H
 
 def reply(name, mode, data):
     write("reply", name, bytes([mode]) + data)
+    # h1_fuzz reads byte 0 differently (max_body and how the bytes are cut): vary it per seed
+    write("h1", name, bytes([(sum(name.encode()) * 7 + mode) & 0xFF]) + data)
+
+
+# {"result":"success","msg":"","email":"bot@example.com","note":"decoded from brotli"}, made by
+# `brotli -c` once (Python's standard library has no brotli)
+BROTLI_ME = base64.b64decode("H1MA4IzUYs0Z7oxQyQnylvplJUj5MbMxG5rUYelzyqEG4IG0liYHv9/hvSGVXiOUDwp5Zd0OSalF7Je7"
+                             "c+COi6it7HOqrzgycxg=")
+
+
+def h1_seeds():
+    """Seeds only the parser target takes: codings and framings the dev server never sends."""
+    ct = "Content-Type: application/json"
+    write("h1", "brotli", b"\x02" + http(200, "OK", BROTLI_ME, [ct, "Content-Encoding: br"]))
+    write("h1", "deflate", b"\x03" + http(200, "OK", zlib.compress(js(ME).encode()),
+                                         [ct, "Content-Encoding: deflate"]))
+    gz = gzip.compress(js(REGISTER).encode(), mtime=0)
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(gz[i:i + 7]), gz[i:i + 7]) for i in range(0, len(gz), 7))
+    write("h1", "chunked_gzip_trailers", b"\x41" + http(200, "OK", body + b"0\r\nX-Trailer: 1\r\n\r\n",
+                                                       [ct, "Transfer-Encoding: chunked",
+                                                        "Content-Encoding: gzip"], False))
+    write("h1", "two_replies", b"\x05" + http(200, "OK", js(ME), [ct]) + http(204, "No Content", b"", [], False))
+    write("h1", "interim_103", b"\x06" + b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+          + http(429, "Too Many Requests", b"", ["Retry-After: 0.5", "Connection: close"]))
+    write("h1", "keep_alive_10", b"\x07" + http(200, "OK", js(ME), [ct, "Connection: keep-alive"],
+                                               version="HTTP/1.0"))
+    write("h1", "both_framings", b"\x09" + http(200, "OK", b"2\r\n{}\r\n0\r\n\r\n",
+                                               ["Transfer-Encoding: chunked", "Content-Length: 3"], False))
 
 
 def reply_seeds():
     ct = "Content-Type: application/json"
     reply("me_200", 0, http(200, "OK", js(ME), [ct]))
     reply("register_200", 1, http(200, "OK", js(REGISTER), [ct]))
-    reply("register_gzip", 1, http(200, "OK", gzip.compress(js(REGISTER).encode()),
+    reply("register_gzip", 1, http(200, "OK", gzip.compress(js(REGISTER).encode(), mtime=0),
                                    [ct, "Content-Encoding: gzip"]))
     chunked = js(EVENTS).encode()
     body = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, chunked[:10], len(chunked) - 10, chunked[10:])
@@ -158,3 +188,4 @@ def reply_seeds():
 
 json_seeds()
 reply_seeds()
+h1_seeds()

@@ -1,7 +1,8 @@
-/* reply_fuzz.c: libFuzzer target for everything a hostile server's reply goes through: libcurl's
- * parsing of the status line and headers, our header, body and progress callbacks (Retry-After,
- * max_reply_bytes, the debug trace and its scrubbing), the JSON decoder, and the Lua layer that
- * classifies the outcome (zulip.errors, the register/poll handling of zulip.queue).
+/* reply_fuzz.c: libFuzzer target for everything a hostile server's reply goes through: the
+ * transport reading it off a real socket (csrc/http.c), the HTTP/1.1 parser (status line, headers,
+ * framing, decompression, Retry-After, max_reply_bytes: csrc/h1.c), the debug trace and its
+ * scrubbing, the JSON decoder, and the Lua layer that classifies the outcome (zulip.errors, the
+ * register/poll handling of zulip.queue). fuzz/h1_fuzz.c fuzzes the parser alone, much faster.
  *
  * A server thread in this process listens on 127.0.0.1; for each input it accepts one connection,
  * writes the input's bytes, half-closes, and drains the request until the client hangs up. The

@@ -44,7 +44,8 @@ describe("core contract", function()
   end
 
   -- Drive a queue without blocking for `secs` and return the largest q:timeout() seen meanwhile:
-  -- curl's next timer, which with no shorter timer pending is the request's whole timeout.
+  -- the transfer's next timer (curl's while it connects), which with no shorter timer pending is
+  -- the request's whole timeout.
   local function timer_of(q, secs)
     local t0, best = util.now(), -1
     q:step(0)
@@ -270,10 +271,44 @@ describe("core contract", function()
       assert.are.equal(1, count(rest_ports))
       q:close()
     end)
+
+    it("resends a request once, on a new connection, when the server closed the kept one", function()
+      local c = new_client()
+      local q = c:queue{ event_types = { "message" } }
+      assert(q:register())
+      local function close_after(path)  -- the next reply comes whole, then the connection ends
+        srv:control("POST", "/test/fault", { kind = "close_after_reply", path = path })
+      end
+      close_after("/api/v1/events")
+      assert(q:get_events{ dont_block = true })
+      assert(q:get_events{ dont_block = true })  -- at once: it goes out on the closed connection first
+      close_after("/api/v1/events")
+      assert(q:get_events{ dont_block = true })
+      socket.sleep(1.2)                          -- idle for a while: checked before it is used
+      assert(q:get_events{ dont_block = true })
+      -- a POST is resent too, and arrives once
+      close_after("/api/v1/users/me")
+      assert(c:request("GET", "users/me"))
+      assert(c:request("POST", "messages", { type = "stream", to = "Denmark", topic = "resent", content = "once" }))
+      local events = assert(q:get_events{ dont_block = true })
+      assert.are.equal(1, #events)
+      assert.are.equal("once", events[1].message.content)
+      local ports, n = {}, 0
+      for _, r in ipairs(requests()) do
+        if r.path == "/api/v1/register" or r.path == "/api/v1/events" then
+          if not ports[r.peer_port] then n = n + 1 end
+          ports[r.peer_port] = true
+        end
+      end
+      assert.are.equal(5, #requests("/api/v1/events"))  -- each poll reached the server once
+      assert.are.equal(3, n)                           -- on the first, second and third connection
+      assert.are.equal(1, #requests("/api/v1/messages"))
+      q:close()
+    end)
   end)
 
   describe("timeouts", function()
-    -- connect_timeout = 3600 leaves the request's own timeout as curl's only timer
+    -- connect_timeout = 3600 leaves the request's own timeout as the only timer
     it("gives a long-poll the server's event_queue_longpoll_timeout_seconds plus the grace", function()
       srv:control("POST", "/test/config", { longpoll_timeout_seconds = 2 })
       local c = new_client{ connect_timeout = 3600, longpoll_grace = 4 }
@@ -323,22 +358,15 @@ describe("core contract", function()
         for k, v in pairs(extra) do opts[k] = v end
         local q = zulip.client(opts):queue{}
         srv:control("POST", "/test/fault", { kind = "delay", seconds = 1, path = "/api/v1/register" })
-        local t = timer_of(q, 0.35)  -- past curl's 200 ms connect-phase timer
+        local t = timer_of(q, 0.35)  -- past any 200 ms connect-phase timer of curl's
         assert.is_true(t > want - 0.5 and t <= want, want .. ": " .. t)
         q:close()
       end
     end)
 
-    it("connects with a 10 s timeout by default", function()
-      local q = new_client{ timeout = 60 }:queue{}
-      srv:control("POST", "/test/fault", { kind = "delay", seconds = 1, path = "/api/v1/register" })
-      local t = timer_of(q, 0.35)
-      assert.is_true(t > 9.5 and t <= 10, tostring(t))
-      q:close()
-    end)
-
-    it("gives up connecting after connect_timeout on a listener that never answers", function()
-      -- a loopback listener whose accept queue (backlog 0) is full: the kernel drops new SYNs
+    -- A loopback listener whose accept queue (backlog 0) is full: the kernel drops new SYNs, so
+    -- connecting to it never ends by itself. Returns its port and a function that closes it all.
+    local function silent_listener()
       local l = assert(socket.tcp())
       assert(l:bind("127.0.0.1", 0))
       assert(l:listen(0))
@@ -350,13 +378,30 @@ describe("core contract", function()
         fillers[i]:connect("127.0.0.1", port)
       end
       socket.sleep(0.05)
+      return port, function()
+        for _, f in ipairs(fillers) do f:close() end
+        l:close()
+      end
+    end
+
+    it("connects with a 10 s timeout by default", function()
+      local port, done = silent_listener()
+      local q = zulip.client{ site = "http://127.0.0.1:" .. port, email = bot.email, api_key = bot.api_key,
+                              timeout = 60 }:queue{}
+      local t = timer_of(q, 0.35)  -- while connecting, past curl's 200 ms happy-eyeballs timer
+      q:close()
+      done()
+      assert.is_true(t > 9.5 and t <= 10, tostring(t))
+    end)
+
+    it("gives up connecting after connect_timeout on a listener that never answers", function()
+      local port, done = silent_listener()
       local c = zulip.client{ site = "http://127.0.0.1:" .. port, email = bot.email, api_key = bot.api_key,
                               timeout = 5, connect_timeout = 0.3 }
       local t0 = util.now()
       local state, msg, err = c:queue{}:register()
       local took = util.now() - t0
-      for _, s in ipairs(fillers) do s:close() end
-      l:close()
+      done()
       assert.is_nil(state)
       assert.is_true(err.code == "TIMEOUT" or err.code == "NETWORK", msg)
       assert.is_true(took >= 0.25 and took < 2, tostring(took))
@@ -534,12 +579,28 @@ describe("core contract", function()
       assert(tls_client{ site = bare, cert_bundle = tls.ca_file }:request("GET", "users/me"))
     end)
 
-    it("goes through the proxy option", function()
-      -- the dev server answers absolute-form requests, so it can stand in for a forward proxy
+    it("goes through the proxy option, in a CONNECT tunnel", function()
+      -- the dev server answers CONNECT with a tunnel back to itself, so it can stand in for a
+      -- forward proxy; zulip.invalid does not resolve, so only the proxy can have reached it
       local c = zulip.client{ site = "http://zulip.invalid", email = bot.email, api_key = bot.api_key,
                               timeout = 5, proxy = srv.site }
       local me = assert(c:request("GET", "users/me"))
       assert.are.equal(bot.email, me.email)
+      local log = srv:control("GET", "/test/requests?n=2").requests
+      assert.are.equal("CONNECT", log[1].method)
+      assert.are.equal("zulip.invalid:80", log[1].path)
+      assert.are.equal("/api/v1/users/me", log[2].path)
+    end)
+
+    it("goes through a proxy from the environment (http_proxy) too, in a CONNECT tunnel", function()
+      local out = util.run_lua(([[
+        local c = require("zulip").client{ site = "http://zulip.invalid", email = %q, api_key = %q, timeout = 5 }
+        print(select(2, c:request("GET", "users/me")) or "email " .. c:request("GET", "users/me").email)
+      ]]):format(bot.email, bot.api_key), { LUA_PATH = package.path, LUA_CPATH = package.cpath,
+                                           http_proxy = srv.site, no_proxy = false, NO_PROXY = false })
+      assert.matches("^email bot@example%.com\n", out)
+      local log = srv:control("GET", "/test/requests?n=3").requests
+      assert.are.same({ "CONNECT", "GET", "GET" }, { log[1].method, log[2].method, log[3].method })
     end)
   end)
 

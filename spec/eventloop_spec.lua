@@ -158,7 +158,7 @@ describe("event loops", function()
     assert.is_true(readable(q))
     assert.are.same({}, assert(q:step(0)))
     assert.is_false(readable(q, 0.2))  -- the long-poll waits quietly
-    local t = q:timeout()              -- nil, or one of curl's own far-off timers
+    local t = q:timeout()              -- nil, or the long-poll's far-off deadline
     assert.is_true(t == nil or t > 1, tostring(t))
     q:close()
   end)

@@ -75,7 +75,8 @@ describe("recovery", function()
       assert.are.same(seq(6), got)
       assert.are.equal(id, q.id)  -- the same queue throughout
       if kind == "reset" then
-        -- libcurl itself reconnects once, silently, when a reused connection dies before any reply
+        -- the transport resends once, silently, on a new connection when a kept connection dies
+        -- before any byte of the reply (csrc/http.c, zhttp_resend)
         assert.is_true(#retries <= 2)
       else
         assert.are.equal(2, #retries)
@@ -92,7 +93,7 @@ describe("recovery", function()
       local checked = 0
       for _, r in ipairs(reqs) do
         if r.path == "/api/v1/events" and r.method == "GET" then
-          if after_fault and kind ~= "reset" then  -- (curl's own reconnect would not use dont_block)
+          if after_fault and kind ~= "reset" then  -- (the transport's own resend would not use dont_block)
             assert.matches("dont_block=true", r.query)
             checked = checked + 1
           end

@@ -71,9 +71,10 @@ local warned_insecure = false
 --   `connect_timeout` (10), `max_reply_bytes` (256 MiB), `low_speed_limit` (bytes/s, 1024) and
 --   `low_speed_time` (s, 30) for replies that trickle, `longpoll_grace` (s, 10: how long past the
 --   server's `event_queue_longpoll_timeout_seconds` a silent long-poll is given before it is
---   called dead and redone), `on_log(level, msg, fields)`, `debug` (true: curl's verbose trace of
---   every request goes to `on_log("debug", line, {source = "curl", direction = "info"|"out"|"in"})`
---   after the request, with the API key and the Authorization value replaced by `[redacted]`)
+--   called dead and redone), `on_log(level, msg, fields)`, `debug` (true: a trace of every request,
+--   curl's verbose text while connecting and then the request's and the reply's heads, goes to
+--   `on_log("debug", line, {source = "curl", direction = "info"|"out"|"in"})` after the request,
+--   with the API key and the Authorization value replaced by `[redacted]`)
 -- @treturn table the client
 -- @usage local client = zulip.client{ site = "chat.example.com", email = "bot@example.com", api_key = key }
 function zulip.client(opts)

@@ -138,8 +138,10 @@ local function finish_register(q, st)
 end
 
 local function start_poll(q, st, dont_block)
-  local path = "/api/v1/events?queue_id=" .. encode.urlescape(st.id)
-    .. "&last_event_id=" .. format("%d", st.last_event_id)
+  if st._path_id ~= st.id then  -- the escaped id, made once per queue id
+    st._path_id, st._path = st.id, "/api/v1/events?queue_id=" .. encode.urlescape(st.id) .. "&last_event_id="
+  end
+  local path = st._path .. format("%d", st.last_event_id)
   if dont_block then path = path .. "&dont_block=true" end
   q:_start("GET", path, nil, dont_block and st._timeout or st._longpoll + st._grace)
   st._op, st._op_id = "poll", st.id
@@ -391,7 +393,7 @@ end
 
 -- After a step, arm the queue's alarm so that its pollfd alone says when to step next: at the
 -- end of a backoff, or at once when the next request is still to be started (after events were
--- returned). A transfer in flight needs none (its sockets and curl's timer are in the same epoll
+-- returned). A transfer in flight needs none (its socket and its timers are in the same epoll
 -- set); after a fatal error the queue stays quiet until someone calls `step` again.
 local function arm_alarm(q, s, failed)
   if q:_closed() or q:_busy() then return end

@@ -2,7 +2,7 @@
 -- `require("luv")` anywhere else.
 --
 -- The watcher polls the queue's `pollfd` with a `uv_poll` handle and calls `q:step(0)` whenever
--- it is readable. That fd alone is enough: the request's sockets, curl's timer, the end of a
+-- it is readable. That fd alone is enough: the request's socket and timers, the end of a
 -- retry's backoff and "start the next request" all make it readable (see `Queue:step`), so no
 -- uv timer follows `q:timeout()` and an idle queue costs the loop nothing. A one-shot timer only
 -- makes the first step.
