@@ -386,6 +386,15 @@ static void zhttp_broken(zhttp_conn *c, CURLcode rc) {
   zhttp_finish(c, zhttp_curl_code(rc, c->errbuf));
 }
 
+/* After a send or recv: 0 when it moved bytes, 1 when the caller must return because it now
+ * waits for the fd (events) or the connection broke. */
+static int zhttp_stalled(zhttp_conn *c, CURLcode crc, unsigned int events) {
+  if (crc == CURLE_OK) return 0;
+  if (crc == CURLE_AGAIN) zhttp_watch(c, events);
+  else zhttp_broken(c, crc);
+  return 1;
+}
+
 static const char *zhttp_h1_code(int rc) {
   return rc == ZH1_TOO_LARGE ? "TOO_LARGE" : rc == ZH1_PROTOCOL ? "PROTOCOL" : "NETWORK";
 }
@@ -417,15 +426,7 @@ static void zhttp_receive(zhttp_conn *c) {
   for (;;) {
     size_t n = 0, used = 0;
     int rc;
-    CURLcode crc = curl_easy_recv(c->easy, buf, sizeof buf, &n);
-    if (crc == CURLE_AGAIN) {
-      zhttp_watch(c, EPOLLIN);
-      return;
-    }
-    if (crc != CURLE_OK) {
-      zhttp_broken(c, crc);
-      return;
-    }
+    if (zhttp_stalled(c, curl_easy_recv(c->easy, buf, sizeof buf, &n), EPOLLIN)) return;
     if (n == 0) {  /* the server closed the connection */
       rc = zh1_eof(&c->reply);
       if (rc == ZH1_DONE) {
@@ -462,15 +463,8 @@ static void zhttp_io(zhttp_conn *c) {
   if (c->phase == ZHTTP_SENDING) {
     while (c->req_sent < c->req_len) {
       size_t n = 0;
-      CURLcode crc = curl_easy_send(c->easy, c->req + c->req_sent, c->req_len - c->req_sent, &n);
-      if (crc == CURLE_AGAIN) {
-        zhttp_watch(c, EPOLLOUT);
-        return;
-      }
-      if (crc != CURLE_OK) {
-        zhttp_broken(c, crc);
-        return;
-      }
+      if (zhttp_stalled(c, curl_easy_send(c->easy, c->req + c->req_sent, c->req_len - c->req_sent, &n),
+                        EPOLLOUT)) return;
       c->req_sent += n;
     }
     c->phase = ZHTTP_RECEIVING;

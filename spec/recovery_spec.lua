@@ -185,8 +185,8 @@ describe("recovery", function()
         -- while our next long-poll waits, another poll of the same queue ends it with 200
         util.later(srv, 0.3, { user = "bot", get = "/api/v1/events?queue_id=" .. q.id
                                  .. "&last_event_id=" .. q.last_event_id .. "&dont_block=false" })
-        util.send_later(srv, 0.8, "alice", { type = "stream", to = "Denmark", topic = "rec", content = "2" })
-        util.send_later(srv, 1.0, "alice", { type = "stream", to = "Denmark", topic = "rec", content = "3" })
+        -- "2" at 0.8 s and "3" at 1.0 s, from one process so that they cannot swap
+        util.later(srv, 0.8, { messages = { first = 2, count = 2, spread = 0.4, to = "Denmark", topic = "rec" } })
       end
     end })
     assert.are.same({ 1, 2, 3 }, got)

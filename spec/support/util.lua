@@ -73,7 +73,8 @@ end
 --   { control = { method, path, body } }                     a /test/ control call
 --   { user = "bot", get = "/api/v1/events?..." }            an authenticated GET (may long-poll)
 --   { messages = { count = n, to = "Denmark", topic = "t", spread = secs } }
---       Alice sends messages "1".."n", one by one, spread over `spread` seconds
+--       Alice sends messages "1".."n" (or "first".."first + n - 1"), one by one, in order, spread
+--       over `spread` seconds
 function M.send_later(srv, seconds, user, msg)
   local u = srv.users[user]
   local body = require("spec.support.devserver").form(msg)
@@ -103,8 +104,8 @@ function M.later(srv, seconds, action)
   elseif action.messages then
     local m = action.messages
     local auth = py_auth(srv.users.alice)
-    lines[#lines + 1] = ("n, gap = %d, %.4f"):format(m.count, (m.spread or 0) / m.count)
-    lines[#lines + 1] = "for i in range(1, n + 1):"
+    lines[#lines + 1] = ("first, n, gap = %d, %d, %.4f"):format(m.first or 1, m.count, (m.spread or 0) / m.count)
+    lines[#lines + 1] = "for i in range(first, first + n):"
     lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + str(i)"):format(m.to, m.topic)
     lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')")
       :format(base .. "/api/v1/messages")
