@@ -167,15 +167,15 @@ end
 
 -- 5. Many queues: 1,000 queues registered and long-polling in one process; RSS, C heap and Lua
 -- heap per queue. Then a poll(2) loop over their pollfds steps only the ready ones: first for
--- 12 s, in which curl's connect timer (10 s, armed for every request even on a kept-alive
--- connection) wakes each long-poll once, then for 10 s of steady state.
+-- 12 s (when libcurl did the HTTP, its connect timer, 10 s and armed for every request even on a
+-- kept-alive connection, woke each long-poll once in that time), then for 10 s of steady state.
 ROWS[5] = function()
   local NQ = 1000
   local limit = ru.nofile(NQ * 6 + 200)
   assert(limit >= NQ * 6, "need RLIMIT_NOFILE >= " .. NQ * 6 .. " (ulimit -n)")
   local srv = start_server()
   local client = client_for(srv)
-  local keep = client:queue{ event_types = { "message" } }  -- warms curl and the code paths
+  local keep = client:queue{ event_types = { "message" } }  -- warms libcurl and the code paths
   assert(keep:register())
   collectgarbage()
   collectgarbage()
