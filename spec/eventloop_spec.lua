@@ -72,6 +72,17 @@ describe("event loops", function()
     client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
   end)
 
+  it("an idle queue whose connection the server closes does not wake its loop", function()
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    -- the reply comes whole, then the server drops the kept connection (as servers do with idle ones)
+    srv:control("POST", "/test/fault", { kind = "close_after_reply", path = "/api/v1/events" })
+    assert(q:get_events{ dont_block = true })
+    assert.is_false(readable(q, 0.3))  -- a readable fd now would make a loop spin until the next poll
+    assert.are.same({}, assert(q:get_events{ dont_block = true }))  -- which goes out on a new connection
+    q:close()
+  end)
+
   it("step(0) never blocks: register in flight, long-poll pending, backoff pending, just finished", function()
     local MIN = 1500  -- calls per 0.3 s: a mean under 0.2 ms each (measured: ~2 us)
     local counts = {}
