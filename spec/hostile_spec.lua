@@ -134,6 +134,25 @@ describe("a hostile server", function()
       end)
     end
 
+    it("answers every input the HTTP parser's fuzzer ever flagged with a reply or an error", function()
+      -- spec/fixtures/fuzz/h1/*: byte 0 chose max_body in h1_fuzz (64 B, 1 KiB, 64 KiB, 256 MiB)
+      local dir = util.root .. "/spec/fixtures/fuzz/h1"
+      local limits, n = { [0] = 64, 1024, 65536, 256 * 1024 * 1024 }, 0
+      for name in require("lfs").dir(dir) do
+        local data = name:sub(1, 1) ~= "." and util.read_file(dir .. "/" .. name)
+        if data and #data > 0 then
+          n = n + 1
+          local c = new_client{ max_reply_bytes = limits[data:byte(1) % 4] }
+          raw(data:sub(2))
+          local r, msg, err = c:request("GET", "users/me")
+          assert.is_true(type(r) == "table" or (type(msg) == "string" and type(err.code) == "string"), name)
+          -- (the server is still fine; this client's limit may be too small for a real reply)
+          assert.is_table(new_client():request("GET", "users/me"), name)
+        end
+      end
+      assert.is_true(n >= 1, "no fixtures in " .. dir)
+    end)
+
     it("fails a Content-Length past max_reply_bytes before the body comes (TOO_LARGE)", function()
       -- the body is 10 bytes of 5000: without the early check this would be "transfer closed"
       raw(http("HTTP/1.1 200 OK", { "Content-Length: 5000" }, ("x"):rep(10)))
