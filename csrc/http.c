@@ -297,10 +297,6 @@ static const char *zhttp_curl_code(CURLcode rc, const char *errbuf) {
 static void zhttp_finish(zhttp_conn *c, const char *fail) {
   c->fail = fail;
   c->state = ZHTTP_DONE;
-  if (fail == NULL) {
-    c->status = c->reply.status;
-    c->retry_after = c->reply.retry_after;
-  }
   if (fail != NULL || !c->reply.keep_alive || c->sock_armed) {
     zhttp_drop(c);
   } else {
@@ -516,7 +512,6 @@ int zhttp_conn_init(zhttp_conn *c, zhttp_session *s) {
   memset(c, 0, sizeof *c);
   c->epfd = c->tfd = c->sock = -1;
   c->timer_due_ms = c->alarm_due_ms = c->armed_ms = -1;
-  c->retry_after = -1;
   zh1_init(&c->reply);
   c->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (c->epfd >= 0) c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -634,8 +629,6 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   c->state = ZHTTP_IDLE;
   c->errbuf[0] = 0;
   c->fail = NULL;
-  c->status = 0;
-  c->retry_after = -1;
   c->window_start_ms = -1;
   c->window_bytes = 0;
   c->trace_len = 0;

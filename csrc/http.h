@@ -64,8 +64,6 @@ typedef struct zhttp_conn {
   const char *fail;            /* after a transfer: NULL when a reply came, else the error code
                                 * ("NETWORK", "TIMEOUT", "TLS", "PROTOCOL", "TOO_LARGE"), with the
                                 * message in errbuf */
-  long status;                 /* HTTP status of the finished transfer */
-  double retry_after;          /* Retry-After header in seconds, < 0 when absent */
   long timeout_ms;             /* of the request ... */
   long long deadline_ms;       /* ... and when it runs out */
   long long timer_due_ms;      /* curl's timer while connecting, -1 when unset */
@@ -76,7 +74,8 @@ typedef struct zhttp_conn {
   size_t window_bytes;         /* reply bytes received when the window started */
   char *req;                   /* the request, req_len bytes, req_sent of them sent */
   size_t req_len, req_sent, req_cap;
-  zh1_reply reply;             /* the reply; its body buffer is kept between requests */
+  zh1_reply reply;             /* the reply (status, Retry-After, body) when fail is NULL; its
+                                * body buffer is kept between requests */
   char *trace;                 /* with session->debug: "* text", "> sent header", "< received header" */
   size_t trace_len, trace_cap; /* lines, each ending in \n; reset by zhttp_start */
   int trace_full;              /* the trace reached its limit (64 KiB) and ends in a note saying so */

@@ -84,20 +84,20 @@ static int zulip_queue_result(lua_State *L) {
     lua_pushstring(L, c->errbuf[0] ? c->errbuf : "the request failed");
     return 3;
   }
-  lua_pushinteger(L, (lua_Integer)c->status);
+  lua_pushinteger(L, (lua_Integer)c->reply.status);
   if (c->reply.body_len > 0) {
     char err[160];
     size_t pos = 0;
     if (!zulip_json_decode(L, c->reply.body, c->reply.body_len, ZULIP_JSON_MAXDEPTH, err, sizeof err, &pos)) {
       lua_pushnil(L);
-      if (c->retry_after >= 0) lua_pushnumber(L, c->retry_after); else lua_pushnil(L);
+      if (c->reply.retry_after >= 0) lua_pushnumber(L, c->reply.retry_after); else lua_pushnil(L);
       lua_pushstring(L, err);
       return 4;
     }
   } else {
     lua_pushnil(L);
   }
-  if (c->retry_after >= 0) lua_pushnumber(L, c->retry_after); else lua_pushnil(L);
+  if (c->reply.retry_after >= 0) lua_pushnumber(L, c->reply.retry_after); else lua_pushnil(L);
   return 3;
 }
 
