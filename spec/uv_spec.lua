@@ -25,6 +25,13 @@ describe("zulip.uv", function()
     util.send_later(srv, delay or 0.3, "alice", { type = "stream", to = "Denmark", topic = "uv", content = content })
   end
 
+  -- the first message after `delay` seconds, the second `gap` seconds later, from one process so
+  -- that they cannot swap
+  local function send_two(first, second, delay, gap)
+    util.later(srv, delay, { messages = { contents = { first, second }, spread = 2 * gap,
+                                          to = "Denmark", topic = "uv" } })
+  end
+
   setup(function()
     srv = devserver.start{ args = { "--rate-limit", "0" } }
     bot = srv.users.bot
@@ -48,8 +55,7 @@ describe("zulip.uv", function()
     end, function(msg) errs[#errs + 1] = msg end)
     assert.is_true(h:is_active())
     assert.is_true(run_until(5, function() return q.id ~= nil end))
-    send("one", 0.3)
-    send("two", 0.9)
+    send_two("one", "two", 0.3, 0.6)
     assert.is_true(run_until(10, function() return #got == 2 end))
     assert.are.same({ "one", "two" }, got)
     assert.are.same({}, errs)
@@ -95,8 +101,7 @@ describe("zulip.uv", function()
       if ev.message.content == "boom" then error("handler failed") end
     end, function(msg, err) errs[#errs + 1] = { msg, err } end)
     assert.is_true(run_until(5, function() return q.id ~= nil end))
-    send("boom", 0.2)
-    send("after", 0.6)
+    send_two("boom", "after", 0.2, 0.4)
     assert.is_true(run_until(10, function() return #got == 2 end))
     assert.are.same({ "boom", "after" }, got)
     assert.are.equal(1, #errs)

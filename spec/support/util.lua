@@ -73,8 +73,8 @@ end
 --   { control = { method, path, body } }                     a /test/ control call
 --   { user = "bot", get = "/api/v1/events?..." }            an authenticated GET (may long-poll)
 --   { messages = { count = n, to = "Denmark", topic = "t", spread = secs } }
---       Alice sends messages "1".."n" (or "first".."first + n - 1"), one by one, in order, spread
---       over `spread` seconds
+--       Alice sends messages "1".."n" (or "first".."first + n - 1", or the strings of a
+--       `contents` list instead of count), one by one, in order, spread over `spread` seconds
 function M.send_later(srv, seconds, user, msg)
   local u = srv.users[user]
   local body = require("spec.support.devserver").form(msg)
@@ -104,9 +104,17 @@ function M.later(srv, seconds, action)
   elseif action.messages then
     local m = action.messages
     local auth = py_auth(srv.users.alice)
-    lines[#lines + 1] = ("first, n, gap = %d, %d, %.4f"):format(m.first or 1, m.count, (m.spread or 0) / m.count)
-    lines[#lines + 1] = "for i in range(first, first + n):"
-    lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + str(i)"):format(m.to, m.topic)
+    local contents = m.contents
+    if not contents then
+      contents = {}
+      for i = m.first or 1, (m.first or 1) + m.count - 1 do contents[#contents + 1] = tostring(i) end
+    end
+    lines[#lines + 1] = "import urllib.parse"
+    lines[#lines + 1] = ("contents = json.loads(%q)"):format(require("cjson").encode(contents))
+    lines[#lines + 1] = ("gap = %.4f / len(contents)"):format(m.spread or 0)
+    lines[#lines + 1] = "for c in contents:"
+    lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + urllib.parse.quote(c)")
+      :format(m.to, m.topic)
     lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')")
       :format(base .. "/api/v1/messages")
     lines[#lines + 1] = "    req.add_header('Authorization', 'Basic ' + " .. auth .. ")"
