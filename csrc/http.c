@@ -93,8 +93,8 @@ static int zhttp_has_ctl(const char *p) {
 /* Splits the site into what curl connects to and the path before every request, and makes the
  * head every request carries. Returns 0, or -1 with a message in errbuf. */
 static int zhttp_session_prepare(zhttp_session *s, char *errbuf) {
-  const char *url = s->base_url ? s->base_url : "", *auth, *path, *host, *at;
-  size_t host_len, n;
+  const char *url = s->base_url ? s->base_url : "", *auth, *path, *host, *at, *ua;
+  size_t host_len, n, cap;
   char *head;
   if (s->head != NULL) return 0;
   if (strncmp(url, "https://", 8) == 0) auth = url + 8;
@@ -116,20 +116,20 @@ static int zhttp_session_prepare(zhttp_session *s, char *errbuf) {
   }
   if (s->userpwd_b64 == NULL && s->userpwd != NULL) s->userpwd_b64 = zhttp_base64(s->userpwd);
   n = (size_t)(path - url) + 2;
+  free(s->origin);  /* from an earlier try that ran out of memory */
   s->origin = malloc(n);
   if (s->origin != NULL) {
     memcpy(s->origin, url, n - 2);
     memcpy(s->origin + n - 2, "/", 2);
   }
   if (zhttp_strset(&s->prefix, path) != 0 || s->origin == NULL || s->userpwd_b64 == NULL) goto oom;
-  n = (size_t)snprintf(NULL, 0, "Host: %.*s\r\nAuthorization: Basic %s\r\n%s%s%sAccept-Encoding: " ZH1_ACCEPT_ENCODING "\r\n",
-                       (int)host_len, host, s->userpwd_b64, s->user_agent ? "User-Agent: " : "",
-                       s->user_agent ? s->user_agent : "", s->user_agent ? "\r\n" : "");
-  head = malloc(n + 1);
+  ua = s->user_agent;
+  cap = host_len + strlen(s->userpwd_b64) + (ua ? strlen(ua) : 0) + 128;  /* the fixed text is shorter */
+  head = malloc(cap);
   if (head == NULL) goto oom;
-  snprintf(head, n + 1, "Host: %.*s\r\nAuthorization: Basic %s\r\n%s%s%sAccept-Encoding: " ZH1_ACCEPT_ENCODING "\r\n",
-           (int)host_len, host, s->userpwd_b64, s->user_agent ? "User-Agent: " : "",
-           s->user_agent ? s->user_agent : "", s->user_agent ? "\r\n" : "");
+  n = (size_t)snprintf(head, cap, "Host: %.*s\r\nAuthorization: Basic %s\r\n%s%s%sAccept-Encoding: "
+                       ZH1_ACCEPT_ENCODING "\r\n", (int)host_len, host, s->userpwd_b64,
+                       ua ? "User-Agent: " : "", ua ? ua : "", ua ? "\r\n" : "");
   s->head = head;
   s->head_len = n;
   return 0;
