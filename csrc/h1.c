@@ -241,7 +241,8 @@ static int zh1_content_length(zh1_reply *r, const char *v, size_t n) {
     if (len > ((long long)1 << 53)) return zh1_too_large(r);  /* no real body is that long */
     len = len * 10 + (v[i] - '0');
   }
-  if (r->cl_seen && len != r->remaining) return zh1_fail(r, ZH1_PROTOCOL, "the reply has two different Content-Lengths");
+  if (r->cl_seen && len != r->remaining)
+    return zh1_fail(r, ZH1_PROTOCOL, "the reply has two different Content-Lengths");
   if ((unsigned long long)len > (unsigned long long)r->max_body) return zh1_too_large(r);  /* before the body comes */
   r->cl_seen = 1;
   r->remaining = len;

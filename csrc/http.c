@@ -84,9 +84,11 @@ void zhttp_session_release(zhttp_session *s) {
   free(s);
 }
 
-static int zhttp_has_ctl(const char *p) {
+/* A character that would break the request line or a header: a control character, or a space
+ * where the text goes into the request line. */
+static int zhttp_unsendable(const char *p, int space_ok) {
   for (; *p; p++)
-    if ((unsigned char)*p < 0x20 || *p == 0x7f) return 1;
+    if ((unsigned char)*p < 0x20 || *p == 0x7f || (*p == ' ' && !space_ok)) return 1;
   return 0;
 }
 
@@ -109,8 +111,7 @@ static int zhttp_session_prepare(zhttp_session *s, char *errbuf) {
   for (at = auth; at < path; at++)
     if (*at == '@') host = at + 1;  /* no credentials in the Host header */
   host_len = (size_t)(path - host);
-  if (host_len == 0 || zhttp_has_ctl(url) || strchr(url, ' ') != NULL ||
-      (s->user_agent != NULL && zhttp_has_ctl(s->user_agent))) {
+  if (host_len == 0 || zhttp_unsendable(url, 0) || (s->user_agent != NULL && zhttp_unsendable(s->user_agent, 1))) {
     snprintf(errbuf, CURL_ERROR_SIZE, "the site or the user agent has a character HTTP cannot carry");
     return -1;
   }
@@ -654,7 +655,7 @@ int zhttp_start(zhttp_conn *c, const char *method, const char *path_query,
   }
   c->state = ZHTTP_BUSY;
   if (s->debug) zhttp_trace_request(c);
-  if (zhttp_has_ctl(path_query) || strchr(path_query, ' ') != NULL || path_query[0] != '/') {
+  if (zhttp_unsendable(path_query, 0) || path_query[0] != '/') {
     zhttp_fail(c, "PROTOCOL", "the request path has a character HTTP cannot carry");
   } else if (c->sock >= 0 && (now - c->idle_since_ms < ZHTTP_IDLE_CHECK_MS || zhttp_alive(c))) {
     c->phase = ZHTTP_SENDING;

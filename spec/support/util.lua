@@ -58,7 +58,7 @@ end
 -- Runs a small Python script in the background (python3 is bootstrapped for the dev server).
 local function background_python(lines)
   local script = os.tmpname()
-  table.insert(lines, 1, "import base64, json, os, sys, time, urllib.request as r")
+  table.insert(lines, 1, "import base64, json, os, ssl, sys, time, urllib.parse, urllib.request as r")
   table.insert(lines, 2, "os.unlink(sys.argv[0])")
   M.write_file(script, table.concat(lines, "\n") .. "\n")
   os.execute("python3 " .. shquote(script) .. " >/dev/null 2>&1 &")
@@ -68,6 +68,32 @@ local function py_auth(u)
   return ("base64.b64encode(%q.encode()).decode()"):format(u.email .. ":" .. u.api_key)
 end
 
+-- The Python lines that POST a message as user `u` to the server at `base` (http or https, whose
+-- certificate is not checked); `form` is a Python expression for the form body, `indent` goes
+-- before each line.
+local function py_post_message(base, u, form, indent)
+  indent = indent or ""
+  return {
+    indent .. ("req = r.Request(%q, data=(%s).encode(), method='POST')"):format(base .. "/api/v1/messages", form),
+    indent .. "req.add_header('Authorization', 'Basic ' + " .. py_auth(u) .. ")",
+    indent .. "req.add_header('Content-Type', 'application/x-www-form-urlencoded')",
+    indent .. "r.urlopen(req, timeout=10, context=ssl._create_unverified_context()).read()",
+  }
+end
+
+local function append(lines, more)
+  for _, l in ipairs(more) do lines[#lines + 1] = l end
+  return lines
+end
+
+--- `user` ("alice", ...) sends `msg` (a form table for POST /messages) from a background
+-- process after `seconds`. Returns at once.
+function M.send_later(srv, seconds, user, msg)
+  local form = ("%q"):format(require("spec.support.devserver").form(msg))
+  local lines = { ("time.sleep(%.3f)"):format(seconds) }
+  background_python(append(lines, py_post_message(srv.site, srv.users[user], form)))
+end
+
 --- Do something to the dev server from a background process after `seconds`, so that a spec
 -- blocked in a long-poll sees it happen. Returns at once. `action` is one of:
 --   { control = { method, path, body } }                     a /test/ control call
@@ -75,19 +101,6 @@ end
 --   { messages = { count = n, to = "Denmark", topic = "t", spread = secs } }
 --       Alice sends messages "1".."n" (or "first".."first + n - 1", or the strings of a
 --       `contents` list instead of count), one by one, in order, spread over `spread` seconds
-function M.send_later(srv, seconds, user, msg)
-  local u = srv.users[user]
-  local body = require("spec.support.devserver").form(msg)
-  background_python{
-    ("time.sleep(%.3f)"):format(seconds),
-    ("req = r.Request(%q, data=%q.encode(), method='POST')"):format(srv.site .. "/api/v1/messages", body),
-    "req.add_header('Authorization', 'Basic ' + " .. py_auth(u) .. ")",
-    "req.add_header('Content-Type', 'application/x-www-form-urlencoded')",
-    "import ssl; ctx = ssl._create_unverified_context()",
-    "r.urlopen(req, timeout=10, context=ctx).read()",
-  }
-end
-
 function M.later(srv, seconds, action)
   local base = "http://127.0.0.1:" .. (srv.control_port or srv.port)
   local lines = { ("time.sleep(%.3f)"):format(seconds) }
@@ -103,22 +116,16 @@ function M.later(srv, seconds, action)
     lines[#lines + 1] = "r.urlopen(req, timeout=30).read()"
   elseif action.messages then
     local m = action.messages
-    local auth = py_auth(srv.users.alice)
     local contents = m.contents
     if not contents then
       contents = {}
       for i = m.first or 1, (m.first or 1) + m.count - 1 do contents[#contents + 1] = tostring(i) end
     end
-    lines[#lines + 1] = "import urllib.parse"
     lines[#lines + 1] = ("contents = json.loads(%q)"):format(require("cjson").encode(contents))
     lines[#lines + 1] = ("gap = %.4f / len(contents)"):format(m.spread or 0)
     lines[#lines + 1] = "for c in contents:"
-    lines[#lines + 1] = ("    data = 'type=stream&to=%s&topic=%s&content=' + urllib.parse.quote(c)")
-      :format(m.to, m.topic)
-    lines[#lines + 1] = ("    req = r.Request(%q, data=data.encode(), method='POST')")
-      :format(base .. "/api/v1/messages")
-    lines[#lines + 1] = "    req.add_header('Authorization', 'Basic ' + " .. auth .. ")"
-    lines[#lines + 1] = "    r.urlopen(req, timeout=10).read()"
+    local form = ("'type=stream&to=%s&topic=%s&content=' + urllib.parse.quote(c)"):format(m.to, m.topic)
+    append(lines, py_post_message(base, srv.users.alice, form, "    "))
     lines[#lines + 1] = "    time.sleep(gap)"
   else
     error("util.later: unknown action")
@@ -142,11 +149,7 @@ function M.send_when_queued(srv, owners, sends)
     "    time.sleep(0.02)",
   }
   for _, send in ipairs(sends) do
-    lines[#lines + 1] = ("req = r.Request(%q, data=%q.encode(), method='POST')")
-      :format(base .. "/api/v1/messages", form(send[2]))
-    lines[#lines + 1] = "req.add_header('Authorization', 'Basic ' + " .. py_auth(srv.users[send[1]]) .. ")"
-    lines[#lines + 1] = "req.add_header('Content-Type', 'application/x-www-form-urlencoded')"
-    lines[#lines + 1] = "r.urlopen(req, timeout=10).read()"
+    append(lines, py_post_message(base, srv.users[send[1]], ("%q"):format(form(send[2]))))
   end
   background_python(lines)
 end
