@@ -1,10 +1,10 @@
 /* core.c: luaopen_zulip_core, the module's only exported symbol, and the small functions that
  * belong to no type: decode, the JSON null sentinel, a monotonic clock and a sleep. */
-#define _GNU_SOURCE
+#define _POSIX_C_SOURCE 200809L
 #include "compat.h"
-#include "http.h"
+#include "enginelib.h"
 #include "json.h"
-#include "poller.h"
+#include "wait.h"
 #include "queue.h"
 #include "session.h"
 
@@ -58,10 +58,11 @@ static int zulip_core_sleep(lua_State *L) {
 static const luaL_Reg zulip_core_functions[] = {
   {"decode", zulip_core_decode},
   {"session", zulip_session_new},
+  {"engine", zulip_engine_new},
   {"queue", zulip_queue_new},
   {"now", zulip_core_now},
   {"sleep", zulip_core_sleep},
-  {"wait", zulip_poller_wait},
+  {"wait", zulip_wait},
   {NULL, NULL}
 };
 
@@ -72,6 +73,7 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
     curl_ready = 1;
   }
   zulip_session_open(L);
+  zulip_enginelib_open(L);
   luaL_newlib(L, zulip_core_functions);
   zulip_queue_open(L);
   lua_setfield(L, -2, "Queue");  /* the methods table; lua/zulip adds the policy methods */

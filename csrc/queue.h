@@ -1,4 +1,4 @@
-/* queue.h: the zulip.Queue userdata: one event queue's transport and its Lua-side state. */
+/* queue.h: the zulip.Queue userdata: a handle whose state (a Lua table) the Lua layer drives. */
 #ifndef ZULIP_QUEUE_H
 #define ZULIP_QUEUE_H
 
@@ -7,6 +7,6 @@
 #define ZULIP_QUEUE_MT "zulip.Queue"
 
 void zulip_queue_open(lua_State *L);  /* registers the metatable; leaves the methods table on the stack */
-int zulip_queue_new(lua_State *L);    /* core.queue(session) */
+int zulip_queue_new(lua_State *L);    /* core.queue() */
 
 #endif

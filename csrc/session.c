@@ -1,5 +1,6 @@
-/* session.c: zulip.Session, the C side of a client: site, credentials, TLS, proxy, limits and the
- * curl share handle. Settings are resolved in Lua (lua/zulip/config.lua); this only stores them.
+/* session.c: zulip.Session, the C side of a client's settings: site, credentials, TLS, proxy and
+ * limits, shared by its engine and every transfer. Settings are resolved in Lua
+ * (lua/zulip/config.lua); this only stores them.
  * The API key lives here and nowhere else: no function returns it and __tostring omits it. */
 #include "session.h"
 #include "compat.h"
@@ -7,18 +8,21 @@
 #include <string.h>
 
 typedef struct zulip_session_ud {
-  zhttp_session *s;
+  zsess *s;
   char *label;  /* "email at site", for __tostring */
 } zulip_session_ud;
 
-zhttp_session *zulip_session_check(lua_State *L, int idx) {
+zsess *zulip_session_check(lua_State *L, int idx) {
   zulip_session_ud *u = luaL_checkudata(L, idx, ZULIP_SESSION_MT);
   if (u->s == NULL) luaL_error(L, "session is closed");
   return u->s;
 }
 
+/* A string setting; one that goes into the request (site, credentials, user agent) must not hold
+ * a control character: a CR or LF would end a header line, a NUL would cut the value short. */
 static const char *zulip_session_optstring(lua_State *L, const char *key, int required) {
-  const char *v;
+  const char *v, *p;
+  size_t n;
   lua_getfield(L, 1, key);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -26,7 +30,9 @@ static const char *zulip_session_optstring(lua_State *L, const char *key, int re
     return NULL;
   }
   if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "session: '%s' must be a string", key);
-  v = lua_tostring(L, -1);
+  v = lua_tolstring(L, -1, &n);
+  for (p = v; p < v + n; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) luaL_error(L, "zulip: '%s' has a character HTTP cannot carry (a control character)", key);
   lua_pop(L, 1);  /* still anchored by the options table */
   return v;
 }
@@ -47,9 +53,9 @@ static double zulip_session_optnumber(lua_State *L, const char *key, double dflt
 
 static int zulip_session_gc(lua_State *L) {
   zulip_session_ud *u = luaL_checkudata(L, 1, ZULIP_SESSION_MT);
-  zhttp_session_release(u->s);
+  zsess_release(u->s);
   u->s = NULL;
-  zhttp_strset(&u->label, NULL);
+  zsess_strset(&u->label, NULL);
   return 0;
 }
 
@@ -61,7 +67,7 @@ static int zulip_session_tostring(lua_State *L) {
 
 int zulip_session_new(lua_State *L) {
   zulip_session_ud *u;
-  zhttp_session *s;
+  zsess *s;
   const char *site, *email, *key, *v;
   int failed = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -73,21 +79,24 @@ int zulip_session_new(lua_State *L) {
   u->label = NULL;
   luaL_getmetatable(L, ZULIP_SESSION_MT);
   lua_setmetatable(L, -2);
-  u->s = s = zhttp_session_new();
+  u->s = s = zsess_new();
   if (s == NULL) return luaL_error(L, "session: out of memory");
   lua_pushfstring(L, "%s at %s", email, site);
-  failed |= zhttp_strset(&u->label, lua_tostring(L, -1));
+  failed |= zsess_strset(&u->label, lua_tostring(L, -1));
   lua_pop(L, 1);
-  failed |= zhttp_strset(&s->base_url, site);
+  failed |= zsess_strset(&s->base_url, site);
+  failed |= zsess_strset(&s->email, email);
+  failed |= zsess_strset(&s->api_key, key);
   lua_pushfstring(L, "%s:%s", email, key);
-  failed |= zhttp_strset(&s->userpwd, lua_tostring(L, -1));
+  s->userpwd_b64 = ztrace_base64(lua_tostring(L, -1));
+  failed |= s->userpwd_b64 == NULL;
   lua_pop(L, 1);
-  failed |= zhttp_strset(&s->user_agent, zulip_session_optstring(L, "user_agent", 0));
-  failed |= zhttp_strset(&s->cert_bundle, zulip_session_optstring(L, "cert_bundle", 0));
-  failed |= zhttp_strset(&s->client_cert, zulip_session_optstring(L, "client_cert", 0));
-  failed |= zhttp_strset(&s->client_key, zulip_session_optstring(L, "client_cert_key", 0));
+  failed |= zsess_strset(&s->user_agent, zulip_session_optstring(L, "user_agent", 0));
+  failed |= zsess_strset(&s->cert_bundle, zulip_session_optstring(L, "cert_bundle", 0));
+  failed |= zsess_strset(&s->client_cert, zulip_session_optstring(L, "client_cert", 0));
+  failed |= zsess_strset(&s->client_key, zulip_session_optstring(L, "client_cert_key", 0));
   v = zulip_session_optstring(L, "proxy", 0);
-  failed |= zhttp_strset(&s->proxy, v);
+  failed |= zsess_strset(&s->proxy, v);
   if (failed) return luaL_error(L, "session: out of memory");
   lua_getfield(L, 1, "insecure");
   s->insecure = lua_toboolean(L, -1);

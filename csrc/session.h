@@ -3,12 +3,12 @@
 #define ZULIP_SESSION_H
 
 #include <lua.h>
-#include "http.h"
+#include "engine.h"
 
 #define ZULIP_SESSION_MT "zulip.Session"
 
 void zulip_session_open(lua_State *L);            /* registers the metatable */
 int zulip_session_new(lua_State *L);              /* core.session(opts) */
-zhttp_session *zulip_session_check(lua_State *L, int idx);
+zsess *zulip_session_check(lua_State *L, int idx);
 
 #endif

@@ -1,17 +1,17 @@
-/* trace.c: the debug trace (the client's `debug` option): curl's verbose text while connecting
- * and the HTTP heads we send and receive, collected per transfer without Lua, with every
- * occurrence of the API key and the Authorization value replaced by [redacted]. */
-#include "trace.h"
+/* trace.c: the debug trace (the client's `debug` option): curl's verbose text and the HTTP heads
+ * sent and received, collected per transfer without Lua, with every occurrence of the API key and
+ * of the Authorization value replaced by [redacted]. */
+#include "engine.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#define ZHTTP_TRACE_MAX (64u << 10)  /* per transfer; the rest is dropped */
-static const char zhttp_redacted[] = "[redacted]";
-static const char zhttp_truncated[] = "* [trace truncated]\n";
+#define ZTRACE_MAX (64u << 10)  /* per transfer; the rest is dropped */
+static const char ztrace_redacted[] = "[redacted]";
+static const char ztrace_truncated[] = "* [trace truncated]\n";
 
-char *zhttp_base64(const char *in) {
+char *ztrace_base64(const char *in) {
   static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   size_t n = strlen(in), i, o = 0;
   char *out = malloc((n + 2) / 3 * 4 + 1);
@@ -29,7 +29,7 @@ char *zhttp_base64(const char *in) {
   return out;
 }
 
-static int zhttp_trace_put(zhttp_conn *c, const char *s, size_t n) {
+static int ztrace_put(zxfer *c, const char *s, size_t n) {
   if (c->trace_len + n + 1 > c->trace_cap) {
     size_t cap = c->trace_cap ? c->trace_cap : 1024;
     char *p;
@@ -46,25 +46,24 @@ static int zhttp_trace_put(zhttp_conn *c, const char *s, size_t n) {
 }
 
 /* Appends one line with its prefix, every occurrence of a secret replaced. */
-void zhttp_trace_line(zhttp_conn *c, char prefix, const char *line, size_t n) {
-  zhttp_session *s = c->session;
+void ztrace_line(zxfer *c, char prefix, const char *line, size_t n) {
+  const zsess *s = c->eng->sess;
   const char *secret[2];
   size_t slen[2], i = 0, k;
   char head[2];
   static const char auth[] = "authorization:", pauth[] = "proxy-authorization:";
-  secret[0] = s->userpwd ? strchr(s->userpwd, ':') : NULL;  /* the key: after "email:" */
-  if (secret[0] != NULL) secret[0]++;
+  secret[0] = s->api_key;
   secret[1] = s->userpwd_b64;
   for (k = 0; k < 2; k++) slen[k] = secret[k] ? strlen(secret[k]) : 0;
   if (c->trace_full) return;
-  if (c->trace_len + n + 3 > ZHTTP_TRACE_MAX) {
-    zhttp_trace_put(c, zhttp_truncated, sizeof zhttp_truncated - 1);
+  if (c->trace_len + n + 3 > ZTRACE_MAX) {
+    ztrace_put(c, ztrace_truncated, sizeof ztrace_truncated - 1);
     c->trace_full = 1;
     return;
   }
   head[0] = prefix;
   head[1] = ' ';
-  if (zhttp_trace_put(c, head, 2) != 0) return;
+  if (ztrace_put(c, head, 2) != 0) return;
   if (prefix != '*') {  /* a header: keep the credentials' name and scheme, never their value */
     size_t hn = 0;
     if (n >= sizeof auth - 1 && strncasecmp(line, auth, sizeof auth - 1) == 0) hn = sizeof auth - 1;
@@ -75,10 +74,10 @@ void zhttp_trace_line(zhttp_conn *c, char prefix, const char *line, size_t n) {
       scheme = v;
       while (v < end && v - scheme < 16 && ((*v >= 'A' && *v <= 'Z') || (*v >= 'a' && *v <= 'z'))) v++;
       if (v == end || *v != ' ') v = scheme;  /* not "Scheme value": show the name only */
-      zhttp_trace_put(c, line, (size_t)(v - line));
-      if (v > scheme) zhttp_trace_put(c, " ", 1);
-      zhttp_trace_put(c, zhttp_redacted, sizeof zhttp_redacted - 1);
-      zhttp_trace_put(c, "\n", 1);
+      ztrace_put(c, line, (size_t)(v - line));
+      if (v > scheme) ztrace_put(c, " ", 1);
+      ztrace_put(c, ztrace_redacted, sizeof ztrace_redacted - 1);
+      ztrace_put(c, "\n", 1);
       return;
     }
   }
@@ -90,15 +89,15 @@ void zhttp_trace_line(zhttp_conn *c, char prefix, const char *line, size_t n) {
       if (skip > 0) break;
       run++;
     }
-    zhttp_trace_put(c, line + i, run - i);
-    if (skip > 0) zhttp_trace_put(c, zhttp_redacted, sizeof zhttp_redacted - 1);
+    ztrace_put(c, line + i, run - i);
+    if (skip > 0) ztrace_put(c, ztrace_redacted, sizeof ztrace_redacted - 1);
     i = run + skip;
   }
-  zhttp_trace_put(c, "\n", 1);
+  ztrace_put(c, "\n", 1);
 }
 
-int zhttp_on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userp) {
-  zhttp_conn *c = userp;
+int ztrace_on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userp) {
+  zxfer *c = userp;
   char prefix;
   size_t i = 0;
   (void)easy;
@@ -111,13 +110,9 @@ int zhttp_on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void
     while (j < size && data[j] != '\n') j++;
     n = j - i;
     if (n > 0 && data[i + n - 1] == '\r') n--;
-    if (n > 0) zhttp_trace_line(c, prefix, data + i, n);
+    if (n > 0) ztrace_line(c, prefix, data + i, n);
     i = j + 1;
   }
   return 0;
 }
 
-const char *zhttp_trace(const zhttp_conn *c, size_t *len) {
-  *len = c->trace_len;
-  return c->trace_len > 0 ? c->trace : NULL;
-}

@@ -11,7 +11,7 @@
 local core = require("zulip.core")
 local config = require("zulip.config")
 local encode = require("zulip.encode")
-local errors = require("zulip.errors")
+local engine = require("zulip.engine")
 local queue = require("zulip.queue")
 local loop = require("zulip.loop")
 local version = require("zulip.version")
@@ -109,8 +109,16 @@ function zulip.client(opts)
   end
   local grace = opts.longpoll_grace or 10
   if grace < 0 or grace ~= grace then error("zulip: client option 'longpoll_grace' must be >= 0", 2) end
-  return setmetatable({ site = s.site, email = s.email, timeout = timeout, insecure = s.insecure,
-                        longpoll_grace = grace, _session = session, _log = log }, Client)
+  local c = setmetatable({ site = s.site, email = s.email, timeout = timeout, insecure = s.insecure,
+                           longpoll_grace = grace, _session = session, _log = log }, Client)
+  c._engine = engine.new(session, c)
+  return c
+end
+
+local function engine_of(c, level)
+  local e = c._engine
+  if e.core:closed() then error("zulip: the client is closed", level or 3) end
+  return e
 end
 
 --- Make an event queue (not yet registered: see `q:register`, `q:each`, `q:step`).
@@ -122,49 +130,173 @@ end
 -- @treturn userdata a `zulip.Queue`
 -- @usage local q = client:queue{ event_types = { "message" }, narrow = { { "channel", "Denmark" } } }
 function Client:queue(opts)
-  return queue.new(self, self._session, opts, self._log)
+  return queue.new(self, engine_of(self), opts)
 end
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 
+local function check_callback(callback, level)
+  if callback ~= nil and type(callback) ~= "function" then
+    error("zulip: the callback must be a function", level + 1)
+  end
+end
+
 --- Call any REST endpoint of the Zulip API.
 -- Parameters go in the query string for GET and DELETE and in a form body otherwise; every
--- non-string value is sent as JSON text.
+-- non-string value is sent as JSON text. Without a callback it waits for the reply (driving the
+-- client's other operations meanwhile); with one it returns at once and the callback gets
+-- `(reply)` or `(nil, msg, err)` later, from whatever drives the client (`client:step`, a queue's
+-- `step`, a `zulip.uv` watcher, or a blocking call).
+--
+-- Recovery, bounded (at most 4 tries): a 429 waits `Retry-After`; a failure before the request
+-- left (DNS, connect) backs off and retries; a GET or DELETE also retries after a network
+-- failure or a 5xx; a POST, PUT or PATCH that may have reached the server is not repeated
+-- (`err.maybe_sent` is true), so a message is never posted twice by the library.
 -- @tparam string method `"GET"`, `"POST"`, `"PUT"`, `"PATCH"` or `"DELETE"`
 -- @tparam string path e.g. `"users/me"` (under `/api/v1/`) or a full `"/api/v1/..."` path
 -- @tparam[opt] table params
--- @treturn table the decoded reply, or `nil, msg, err`
+-- @tparam[opt] function callback `callback(reply)` or `callback(nil, msg, err)`
+-- @return without a callback: the decoded reply, or `nil, msg, err`; with one: a handle with
+--   `h:cancel()` and `h:done()`
 -- @usage local me = assert(client:request("GET", "users/me")); print(me.full_name)
-function Client:request(method, path, params)
+-- client:request("GET", "users/me", nil, function(me, msg) print(me and me.full_name or msg) end)
+function Client:request(method, path, params, callback)
   if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 2) end
   if type(path) ~= "string" then error("zulip: request path must be a string", 2) end
+  if path:find("[%c ]") then
+    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control character)", 2)
+  end
   if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 2) end
+  check_callback(callback, 2)
+  local e = engine_of(self)
   local full = path:sub(1, 5) == "/api/" and path or ("/api/v1/" .. path:gsub("^/+", ""))
-  local form = params and encode.form(params) or ""
-  local t = self._rest
-  if t == nil then
-    t = core.queue(self._session)
-    self._rest = t
-    t:_state()._log = self._log  -- for the debug trace (see errors.outcome)
-  end
+  local ok, form = pcall(function() return params and encode.form(params) or "" end)
+  if not ok then error(form, 2) end
   if method == "GET" or method == "DELETE" then
-    t:_start(method, form ~= "" and (full .. "?" .. form) or full, nil, self.timeout)
-  else
-    t:_start(method, full, form, self.timeout)
+    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self.timeout, callback)
   end
-  while not t:_drive() do end
-  return errors.outcome(t)
+  return e:request(method, full, form, self.timeout, callback)
 end
 
 --- Send a message (`POST /api/v1/messages`).
 -- @tparam table msg `type` (`"stream"`/`"channel"` or `"private"`/`"direct"`), `to` (a channel
---   name, or a list of emails or user ids), `topic`, `content`
--- @treturn table the reply (`reply.id` is the new message's id), or `nil, msg, err`
+--   name or id, or a list of emails or user ids), `topic`, `content`
+-- @tparam[opt] function callback as for `request`: then it returns at once
+-- @treturn table the reply (`reply.id` is the new message's id), or `nil, msg, err`; with a
+--   callback, a handle
 -- @usage assert(client:send_message{ type = "stream", to = "Denmark", topic = "Castle", content = "Hello" })
-function Client:send_message(msg)
+-- client:send_message({ type = "private", to = { 11 }, content = "hi" }, function(reply, msg)
+--   if not reply then print("not sent: " .. msg) end
+-- end)
+function Client:send_message(msg, callback)
   if type(msg) ~= "table" then error("zulip: send_message expects a table", 2) end
   if type(msg.content) ~= "string" then error("zulip: send_message needs 'content' (a string)", 2) end
-  return self:request("POST", "messages", msg)
+  check_callback(callback, 2)
+  return self:request("POST", "messages", msg, callback)
+end
+
+--- The file descriptor a loop watches for this client: readable when `client:step` has work
+-- (socket or timer activity of any of its requests and queues, the end of a backoff, a callback
+-- to run). One fd for everything the client does.
+-- @treturn integer
+-- @usage local fd = client:pollfd()
+function Client:pollfd()
+  local e = engine_of(self)
+  e.driven = true
+  return e.core:pollfd()
+end
+
+--- The poll events wanted on `pollfd`: always `"r"` (the cqueues protocol).
+-- @treturn string `"r"`
+-- @usage assert(client:events() == "r")
+function Client:events()
+  engine_of(self)
+  return "r"
+end
+
+--- Seconds until the client needs `step`, or nil when only its `pollfd` matters.
+-- @treturn number|nil
+-- @usage local t = client:timeout()
+function Client:timeout()
+  local e = engine_of(self)
+  local t = e:timeout()
+  for _, q in ipairs(e:queue_list()) do
+    local qt = q:timeout()
+    if qt ~= nil and (t == nil or qt < t) then t = qt end
+  end
+  return t
+end
+
+--- One bounded pass over everything the client does: drives its requests (running their
+-- callbacks) and all of its open queues (a queue never used yet is registered), waiting at most
+-- `timeout` seconds (0: never blocks) for something to happen.
+-- @tparam[opt=0] number timeout
+-- @treturn table a list, in the order the queues were made, of `{ queue = q, events = list }` for
+--   each queue that got events and `{ queue = q, error = err, message = msg }` for each that
+--   failed fatally (it then stays quiet until stepped again); empty when nothing happened
+-- @usage while running do
+--   for _, r in ipairs(client:step(0)) do
+--     for _, ev in ipairs(r.events or {}) do handle(r.queue, ev) end
+--   end
+-- end
+function Client:step(timeout)
+  local e = engine_of(self)
+  if timeout == nil then timeout = 0 end
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    error("zulip: step timeout must be a number >= 0", 2)
+  end
+  e.driven = true
+  local qs = e:queue_list()
+  for _, q in ipairs(qs) do
+    local st = q:_state()
+    if not st._manual then q:_stepping() end
+  end
+  local deadline = core.now() + timeout
+  local first = true
+  while true do
+    local news = false
+    for _, q in ipairs(qs) do
+      if q:_has_news() then news = true break end
+    end
+    local left = deadline - core.now()
+    if news or (not first and left <= 0) or e.core:closed() then break end
+    first = false
+    e:pump(left > 0 and left or 0)
+  end
+  local out = {}
+  for _, q in ipairs(qs) do
+    if q:_has_news() then
+      local events, msg, err = q:_collect()
+      if events == nil then
+        out[#out + 1] = { queue = q, error = err, message = msg }
+      elseif #events > 0 then
+        out[#out + 1] = { queue = q, events = events }
+      end
+    end
+  end
+  if not e.core:closed() then e:arm() end
+  return out
+end
+
+--- Close the client: its queues are closed (their DELETEs go out together), what is pending is
+-- given at most `timeout` seconds (the client's, by default), then the connections close.
+-- Requests still pending get their callback with a `NETWORK` error. Idempotent.
+-- @tparam[opt] number timeout seconds
+-- @treturn boolean true
+-- @usage client:close()
+function Client:close(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("zulip: close timeout must be a number >= 0", 2)
+  end
+  self._engine:close(timeout or self.timeout)
+  return true
+end
+
+--- Whether the client is closed.
+-- @treturn boolean
+-- @usage if client:closed() then client = zulip.client{} end
+function Client:closed()
+  return self._engine.core:closed()
 end
 
 return zulip

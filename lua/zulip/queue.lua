@@ -1,18 +1,24 @@
 --- Event queues: `register`, `get_events`, the iterator `each`, and the non-blocking `step`
 -- with `pollfd`/`events`/`timeout` for foreign event loops. A queue is a `zulip.Queue` userdata
--- made by `client:queue{...}`; these methods join the C ones (`close`, `pollfd`) in its
--- metatable. Read-only fields: `q.id` (the server's queue id), `q.last_event_id`, `q.closed`,
--- `q.last_error` (the error that made the iterator raise).
+-- made by `client:queue{...}`. Read-only fields: `q.id` (the server's queue id),
+-- `q.last_event_id`, `q.closed`, `q.last_error` (the error that made the iterator raise).
+--
+-- All of it runs on one state machine per queue (register, poll, decide, hand out, acknowledge)
+-- on its client's engine (`zulip.engine`): `each` and `step` differ only in how they wait (the
+-- iterator blocks in the engine, `step` returns), and `register`/`get_events` are the same
+-- requests without the recovery policy.
 -- @module zulip.queue
 local core = require("zulip.core")
 local encode = require("zulip.encode")
 local errors = require("zulip.errors")
+local outcome = require("zulip.outcome")
 local policy = require("zulip.policy")
 
 local Queue = core.Queue
 local M = {}
 
 local format, now = string.format, core.now
+local NOTHING = {}
 
 local function is_int(v)
   return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53
@@ -22,8 +28,9 @@ end
 local REGISTER = {
   event_types = "strings", fetch_event_types = "strings", narrow = "narrow",
   all_public_streams = "boolean", apply_markdown = "boolean", client_gravatar = "boolean",
-  slim_presence = "boolean", include_subscribers = "boolean", client_capabilities = "table",
+  slim_presence = "boolean", include_subscribers = "subscribers", client_capabilities = "table",
   queue_lifespan_secs = "integer", presence_history_limit_days = "integer",
+  idle_queue_timeout = "idle_timeout",  -- feature level 481
 }
 -- recovery options, accepted by client:queue{} (for step) and by q:each{}
 local RECOVERY = {
@@ -45,12 +52,17 @@ local function check_param(name, v, want, level)
     end
   elseif want == "integer" then
     ok = is_int(v)
+  elseif want == "idle_timeout" then
+    ok = (is_int(v) and v >= 1) or v == "mobile"
+  elseif want == "subscribers" then  -- "partial": feature level 412
+    ok = type(v) == "boolean" or v == "partial"
   else
     ok = type(v) == want
   end
   if not ok then
     local what = ({ strings = "a list of strings", narrow = "a list of {operator, operand} string pairs",
-                    integer = "an integer" })[want] or want
+                    integer = "an integer", idle_timeout = 'an integer >= 1 or "mobile"',
+                    subscribers = 'a boolean or "partial"' })[want] or want
     error(("zulip: queue option '%s' must be %s"):format(name, what), level)
   end
 end
@@ -64,16 +76,31 @@ local function check_recovery(opts, level)
   end
 end
 
+local function make_policy(o, level)
+  local ok, p = pcall(policy.new, o.backoff, o.random)
+  if not ok then error(p, level + 1) end
+  return p
+end
+
+-- The owner of a queue's transfer: the engine hands it the finished transfer.
+local QueueOp = {}
+QueueOp.__index = QueueOp
+function QueueOp:finished(eng)
+  self.q:_finished(eng)
+end
+
+local gc_queue
+
 --- Make a queue (called by `client:queue`).
 -- @local
-function M.new(client, session, opts, log)
+function M.new(client, eng, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("zulip: client:queue expects a table of options", 3) end
   local params = {}
   for k, v in pairs(opts) do
     if REGISTER[k] then
       check_param(k, v, REGISTER[k], 4)
-      params[k] = v
+      params[k] = type(v) == "string" and encode.json(v) or v  -- the server reads each one as JSON
     elseif not RECOVERY[k] and k ~= "id" and k ~= "last_event_id" then
       error(("zulip: unknown queue option '%s'"):format(tostring(k)), 3)
     end
@@ -86,25 +113,33 @@ function M.new(client, session, opts, log)
   if opts.last_event_id ~= nil and opts.id == nil then
     error("zulip: queue option 'last_event_id' needs 'id' (the saved queue to resume)", 3)
   end
-  local q = core.queue(session)
+  local recovery = {}
+  for k in pairs(RECOVERY) do recovery[k] = opts[k] end
+  local pol = make_policy(recovery, 3)
+  local q = core.queue()
   local st = q:_state()
   st.id = opts.id
   st.last_event_id = opts.id and (opts.last_event_id or -1) or nil
   st.closed = false
+  st._eng = eng
   st._register_body = encode.form(params)
   st._timeout = client.timeout
   st._longpoll = 90
   st._grace = client.longpoll_grace  -- a silent long-poll gets this long past the server's timeout
-  st._recovery = {}
-  for k in pairs(RECOVERY) do st._recovery[k] = opts[k] end
-  st._log = log
-  q:_alarm(0)  -- a new queue has work (its register): its pollfd says so
+  st._recovery, st._o, st._pol = recovery, recovery, pol
+  st._out, st._pos = NOTHING, 1     -- events to hand out, and the next one
+  st._x = eng.core:transfer(setmetatable({ q = q }, QueueOp))
+  st._gc = gc_queue
+  eng:add_queue(q)
+  eng.kick = true  -- a new queue has work (its register): the client's pollfd says so
+  eng:arm()
   return q
 end
 
 local function state_of(q, level)
-  if q:_closed() then error("zulip: queue is closed", level or 3) end
-  return q:_state()
+  local st = q:_state()
+  if st.closed then error("zulip: queue is closed", level or 3) end
+  return st
 end
 
 -- The iterator's last event counts as handled once anything else asks the queue for more.
@@ -116,17 +151,55 @@ local function commit_pending(st)
   end
 end
 
-local function wait(q)
-  while not q:_drive() do end  -- _drive returns early on a signal, so Ctrl-C is handled
+local function retry_info(d)
+  return { reason = d.reason, attempt = d.attempt, delay = d.delay, http_status = d.http_status, error = d.err }
+end
+
+-- A failed request of a queue the policy drives: raise (kept for the consumer), re-register, or
+-- retry after the backoff. The log line and on_retry run after the pump.
+local function failure(q, st, eng, msg, err)
+  local d = st._pol:decide(err)
+  if d.action == "raise" then
+    st._fatal, st.last_error = { msg = msg, err = err }, err
+    eng.kick = true
+    return
+  end
+  local info = retry_info(d)
+  eng:say("warn", d.action == "reregister" and "event queue expired; registering a new one"
+    or ("retrying after %s in %.3f s"):format(d.reason, d.delay), info)
+  if st._o.on_retry then eng:later(st._o.on_retry, info) end
+  if d.action == "reregister" then st._stale = true else st._dont_block = true end
+  st._wake = now() + d.delay
+  eng.timers[q] = st._wake
+end
+
+-- A request that could not even start (out of memory, a closed client): like a failed one.
+local function start(q, st, kind, method, path, body, timeout)
+  local ok, msg = st._x:start(method, path, body, timeout)
+  if ok then
+    st._busy = kind
+    return
+  end
+  local _, m, err = errors.fail(errors.new("NETWORK", "cannot start the request: " .. tostring(msg)))
+  if st._manual then st._reply = { msg = m, err = err } else failure(q, st, st._eng, m, err) end
 end
 
 local function start_register(q, st)
-  q:_start("POST", "/api/v1/register", st._register_body, st._timeout)
-  st._op = "register"
+  start(q, st, "register", "POST", "/api/v1/register", st._register_body, st._timeout)
 end
 
-local function finish_register(q, st)
-  local state, msg, err = errors.outcome(q)
+local function start_poll(q, st, dont_block)
+  if st._path_id ~= st.id then  -- the escaped id, made once per queue id
+    st._path_id, st._path = st.id, "/api/v1/events?queue_id=" .. encode.urlescape(st.id) .. "&last_event_id="
+  end
+  local path = st._path .. format("%d", st.last_event_id)
+  if dont_block then path = path .. "&dont_block=true" end
+  st._op_id = st.id
+  start(q, st, "poll", "GET", path, nil, dont_block and st._timeout or st._longpoll + st._grace)
+end
+
+local function finish_register(st)
+  local state, msg, err = outcome.of(st._x)
   if not state then return nil, msg, err end
   if type(state.queue_id) ~= "string" or not is_int(state.last_event_id) then
     return errors.fail(errors.new("PROTOCOL", "register reply lacks queue_id or last_event_id"))
@@ -137,21 +210,11 @@ local function finish_register(q, st)
   return state
 end
 
-local function start_poll(q, st, dont_block)
-  if st._path_id ~= st.id then  -- the escaped id, made once per queue id
-    st._path_id, st._path = st.id, "/api/v1/events?queue_id=" .. encode.urlescape(st.id) .. "&last_event_id="
-  end
-  local path = st._path .. format("%d", st.last_event_id)
-  if dont_block then path = path .. "&dont_block=true" end
-  q:_start("GET", path, nil, dont_block and st._timeout or st._longpoll + st._grace)
-  st._op, st._op_id = "poll", st.id
-end
-
 -- The new events of a finished poll, oldest first: replays (ids already acknowledged, or
 -- returned twice by overlapping polls) are dropped, and a late reply for a queue we have
 -- since replaced is ignored, because its events are already in the new queue's initial state.
-local function finish_poll(q, st)
-  local body, msg, err = errors.outcome(q)
+local function finish_poll(st)
+  local body, msg, err = outcome.of(st._x)
   if not body then return nil, msg, err end
   if st._op_id ~= st.id or (body.queue_id ~= nil and body.queue_id ~= st.id) then return {} end
   local events = body.events
@@ -174,15 +237,90 @@ local function finish_poll(q, st)
   return out
 end
 
+--- The engine's call when the queue's transfer has ended.
+-- @local
+function Queue:_finished(eng)
+  local st = self:_state()
+  local kind = st._busy
+  st._busy = nil
+  eng:flush_trace(st._x)
+  if st.closed or kind == nil then return end
+  if st._manual then
+    local r, m, e
+    if kind == "register" then r, m, e = finish_register(st) else r, m, e = finish_poll(st) end
+    st._reply = { r = r, msg = m, err = e }
+    return
+  end
+  local result, msg, err
+  if kind == "register" then
+    result, msg, err = finish_register(st)
+    if result then
+      if st._o.on_reset then eng:later(st._o.on_reset, self, result) end
+      eng.todo[self] = true
+      return
+    end
+  else
+    result, msg, err = finish_poll(st)
+    if result then
+      st._pol:success()
+      st._dont_block = false
+      if #result > 0 then
+        st._out, st._pos = result, 1
+        eng.kick = true
+      else
+        eng.todo[self] = true
+      end
+      return
+    end
+  end
+  failure(self, st, eng, msg, err)
+end
+
+--- The engine's call when the queue's backoff has ended.
+-- @local
+function Queue:_on_timer(eng)
+  eng.todo[self] = true
+end
+
+--- Start the queue's next request if one is due (the engine calls it for queues in its todo).
+-- @local
+function Queue:_advance()
+  local st = self:_state()
+  if st.closed or st._manual or not st._auto or st._busy or st._failed or st._fatal or st._out[st._pos] then
+    return
+  end
+  local wake = st._wake
+  if wake then
+    if now() < wake then
+      st._eng.timers[self] = wake
+      return
+    end
+    st._wake = nil
+  end
+  if st.id == nil or st._stale then start_register(self, st) else start_poll(self, st, st._dont_block) end
+end
+
+-- register and get_events: the queue's requests without the policy. They cancel whatever the
+-- policy had in flight, and wait for their own request.
+local function manual(q, st, starter, dont_block)
+  local eng = st._eng
+  st._manual, st._auto = true, false
+  if st._busy then st._x:cancel() end
+  st._busy, st._wake, st._reply = nil, nil, nil
+  eng.timers[q] = nil
+  starter(q, st, dont_block)
+  while st._busy and not st.closed do eng:pump(nil) end
+  local r = st._reply or { msg = "zulip: queue is closed" }
+  st._reply = nil
+  return r.r, r.msg, r.err
+end
+
 --- Register the queue (`POST /api/v1/register`).
 -- Sets `q.id` and `q.last_event_id` from the reply.
 -- @treturn table the initial state (the whole register reply), or `nil, msg, err`
 -- @usage local state = assert(q:register()); print(state.queue_id, state.zulip_version)
 function Queue:register()
-  local st = state_of(self)
-  start_register(self, st)
-  wait(self)
-  return finish_register(self, st)
+  return manual(self, state_of(self), start_register)
 end
 
 --- One poll (`GET /api/v1/events`): acknowledges everything up to `q.last_event_id`, waits
@@ -203,9 +341,7 @@ function Queue:get_events(opts)
   end
   if st.id == nil then error("zulip: queue is not registered (call q:register() first)", 2) end
   commit_pending(st)
-  start_poll(self, st, dont_block)
-  wait(self)
-  local events, msg, err = finish_poll(self, st)
+  local events, msg, err = manual(self, st, start_poll, dont_block)
   if events and #events > 0 then st.last_event_id = events[#events].id end
   return events, msg, err
 end
@@ -224,15 +360,10 @@ local function merged_options(st, opts, level)
   return o
 end
 
-local function retry_info(d)
-  return { reason = d.reason, attempt = d.attempt, delay = d.delay, http_status = d.http_status, error = d.err }
-end
-
--- Tell the caller (on_retry) and the log about a retry or a re-register.
-local function report(st, o, d)
-  st._log("warn", d.action == "reregister" and "event queue expired; registering a new one"
-    or ("retrying after %s in %.3f s"):format(d.reason, d.delay), retry_info(d))
-  if o.on_retry then o.on_retry(retry_info(d)) end
+-- Hand the policy to the consumer: each{...} brings its own options, step the queue's.
+local function drive_with(st, o, pol)
+  st._o, st._pol = o, pol
+  st._manual, st._auto = false, true
 end
 
 --- Iterate over events for ever, recovering from faults (see `zulip.policy`).
@@ -241,11 +372,12 @@ end
 -- event left by `break` counts as handled. On Lua 5.4 an event whose loop body raised is not
 -- acknowledged (the loop's to-be-closed value sees the error) and comes again from the next poll;
 -- 5.1, 5.3 and LuaJIT cannot tell an error from a `break`, so there it counts as handled when the
--- queue is next polled. The loop ends when the
--- queue is closed (also from inside the loop body or a callback); 401 and other fatal errors raise
--- (the error table is kept in `q.last_error`).
+-- queue is next polled. The loop ends when the queue is closed (also from inside the loop body or a
+-- callback); 401 and other fatal errors raise (the error table is kept in `q.last_error`). While it
+-- waits, the client's other operations (requests with callbacks, other queues) go on too.
 -- @tparam[opt] table opts `heartbeats`, `on_reset(q, state)`, `on_retry(info)`, `backoff`
---   (`{base=, factor=, cap=}`), `sleep(seconds)`, `random()`
+--   (`{base=, factor=, cap=, max_retry_after=}`), `sleep(seconds)` (for the backoff, instead of
+--   waiting in the engine), `random()`
 -- @treturn function the iterator
 -- @usage for event in q:each{ on_reset = function(q, state) rebuild(state) end } do
 --   if event.type == "message" then print(event.message.content) end
@@ -253,43 +385,29 @@ end
 function Queue:each(opts)
   local st = state_of(self)
   local o = merged_options(st, opts, 3)
-  local pol = policy.new(o.backoff, o.random)
-  local sleep = o.sleep or core.sleep
-  local buffer, pos, dont_block = {}, 1, false
+  local pol = (opts ~= nil and (opts.backoff ~= nil or opts.random ~= nil)) and make_policy(o, 3) or st._pol
+  local eng = st._eng
+  local sleep = o.sleep
+  drive_with(st, o, pol)
   commit_pending(st)
 
-  local function fail(d, msg)
-    st.last_error = d.err
-    error(msg, 0)
-  end
-
-  local function register()
-    start_register(self, st)
-    wait(self)
-    local state, msg, err = finish_register(self, st)
-    if state then
-      if o.on_reset then o.on_reset(self, state) end
-      return
-    end
-    local d = pol:decide(err)
-    if d.action ~= "retry" then fail(d, msg) end
-    report(st, o, d)
-    sleep(d.delay)
-  end
-
   -- On 5.4 the generic for closes this value when the loop ends: a `break` (no error) means the
-  -- body for the last event finished, so it is acknowledged; an error leaves it to be redelivered.
+  -- body for the last event finished, so it is acknowledged; an error leaves it to be redelivered,
+  -- with the events after it (they come again from the server).
   local closer = setmetatable({}, { __close = function(_, e)
-    if e == nil then commit_pending(st) else st._pending_ack = nil end
+    if e == nil then commit_pending(st) else st._pending_ack, st._out, st._pos = nil, NOTHING, 1 end
   end })
 
   return function()
-    if self:_closed() then return nil end
+    if st.closed then return nil end
     commit_pending(st)  -- the loop body for the previous event has returned
+    drive_with(st, o, pol)
     while true do
-      local ev = buffer[pos]
+      eng:run_ready()  -- an on_reset left over from a pump that raised comes before the events
+      local out = st._out
+      local ev = out[st._pos]
       while ev ~= nil do
-        pos = pos + 1
+        st._pos = st._pos + 1
         if ev.id > st.last_event_id then
           if ev.type ~= "heartbeat" or o.heartbeats then
             st._pending_ack = ev.id
@@ -297,124 +415,95 @@ function Queue:each(opts)
           end
           st.last_event_id = ev.id
         end
-        ev = buffer[pos]
+        ev = out[st._pos]
       end
-      buffer, pos = {}, 1
-      if st.id == nil or st._stale then
-        register()
-      else
-        start_poll(self, st, dont_block)
-        wait(self)
-        local events, msg, err = finish_poll(self, st)
-        if events then
-          pol:success()
-          buffer, dont_block = events, false
-        else
-          local d = pol:decide(err)
-          if d.action == "raise" then fail(d, msg) end
-          report(st, o, d)
-          if d.action == "reregister" then st._stale = true else dont_block = true end
-          sleep(d.delay)
-        end
+      st._out, st._pos = NOTHING, 1
+      if st._fatal then
+        local f = st._fatal
+        st._fatal = nil
+        error(f.msg, 0)
       end
-      if self:_closed() then return nil end
+      if st.closed then return nil end
+      if not st._busy then
+        if sleep and st._wake and st._wake > now() then sleep(st._wake - now()) end
+        eng.todo[self] = true
+      end
+      eng:pump(nil)
+      if st.closed then return nil end
     end
   end, nil, nil, closer
 end
 
-local function step_state(st)
-  local s = st._step
-  if s == nil then
-    local o = st._recovery
-    s = { o = o, policy = policy.new(o.backoff, o.random), wake_at = nil, dont_block = false }
-    st._step = s
-  end
-  return s
-end
-
--- The body of `step`: loops until events come or the deadline passes. Once past the deadline it
--- starts no second request, so `step(0)` does a bounded amount of work even against a server
--- that answers instantly.
-local function step_pass(self, st, s, timeout)
-  local deadline = now() + timeout
-  local started = false
-  while true do
-    if not self:_busy() then
-      if started and now() >= deadline then return {} end
-      started = true
-      local t = now()
-      if s.wake_at and t < s.wake_at then
-        if t >= deadline then return {} end
-        core.sleep(math.min(s.wake_at, deadline) - t)
-        if now() < s.wake_at then return {} end
+-- The visible events of the outbox, all of it acknowledged by the next poll.
+local function take(st)
+  local out, n, list = {}, 0, st._out
+  for i = st._pos, #list do
+    local ev = list[i]
+    if ev.id > st.last_event_id then
+      st.last_event_id = ev.id
+      if ev.type ~= "heartbeat" or st._o.heartbeats then
+        n = n + 1
+        out[n] = ev
       end
-      s.wake_at = nil
-      if st.id == nil or st._stale then start_register(self, st) else start_poll(self, st, s.dont_block) end
-    end
-    local left = deadline - now()
-    if self:_drive(left > 0 and left or 0) then
-      local result, msg, err
-      if st._op == "register" then
-        result, msg, err = finish_register(self, st)
-        if result and s.o.on_reset then s.o.on_reset(self, result) end
-        if self:_closed() then return {} end
-      else
-        result, msg, err = finish_poll(self, st)
-      end
-      if not result then
-        local d = s.policy:decide(err)
-        if d.action == "raise" then
-          st.last_error = err
-          return nil, msg, err
-        end
-        report(st, s.o, d)
-        if self:_closed() then return {} end  -- on_retry or on_log closed it
-        if d.action == "reregister" then st._stale = true else s.dont_block = true end
-        s.wake_at = now() + d.delay
-      elseif st._op == "poll" then
-        s.policy:success()
-        s.dont_block = false
-        local out, n = {}, 0
-        for i = 1, #result do
-          local ev = result[i]
-          st.last_event_id = ev.id
-          if ev.type ~= "heartbeat" or s.o.heartbeats then
-            n = n + 1
-            out[n] = ev
-          end
-        end
-        if n > 0 then return out end
-      end
-    elseif now() >= deadline then
-      return {}
     end
   end
+  st._out, st._pos = NOTHING, 1
+  return out
 end
 
--- After a step, arm the queue's alarm so that its pollfd alone says when to step next: at the
--- end of a backoff, or at once when the next request is still to be started (after events were
--- returned). A transfer in flight needs none (its socket and its timers are in the same epoll
--- set); after a fatal error the queue stays quiet until someone calls `step` again.
-local function arm_alarm(q, s, failed)
-  if q:_closed() or q:_busy() then return end
-  s.failed = failed or nil
-  if failed then return end
-  local wake = s.wake_at and s.wake_at - now() or 0
-  q:_alarm(wake > 0 and wake or 0)
+local function check_timeout(timeout, level)
+  if timeout == nil then return 0 end
+  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
+    error("zulip: step timeout must be a number >= 0", level)
+  end
+  return timeout
 end
 
---- One bounded, non-blocking pass for event loops: starts or finishes the long-poll (or a
--- register), applies the recovery policy with timers instead of sleeps, and returns the new
--- events. `q:step(0)` never blocks, whatever the queue is doing (registering, long-polling,
--- backing off, just finished); `q:step(t)` waits at most `t` seconds. The events returned are
--- acknowledged by the next poll, which starts on the next call. Recovery options come from
--- `client:queue{...}`.
+--- Take the queue's news after a pump: its events, or its fatal error.
+-- @local
+function Queue:_collect()
+  local st = self:_state()
+  if st._fatal then
+    local f = st._fatal
+    st._fatal, st._failed = nil, true
+    return nil, f.msg, f.err
+  end
+  if st.closed or not st._out[st._pos] then return NOTHING end
+  local out = take(st)
+  st._eng.todo[self] = true
+  return out
+end
+
+--- Whether `_collect` has something.
+-- @local
+function Queue:_has_news()
+  local st = self:_state()
+  return st._fatal ~= nil or st._out[st._pos] ~= nil
+end
+
+--- Let the policy drive the queue for `step` (also from `client:step`).
+-- @local
+function Queue:_stepping()
+  local st = self:_state()
+  commit_pending(st)
+  if st._manual or st._o ~= st._recovery or not st._auto then drive_with(st, st._recovery, st._pol) end
+  if st._failed then st._failed = nil end  -- stepping again after a fatal error retries
+  if not st._busy then st._eng.todo[self] = true end
+end
+
+--- One bounded, non-blocking pass for event loops: drives all of the client's operations
+-- (this queue's long-poll or register, its other queues, requests with callbacks, whose callbacks
+-- run from here), applies the recovery policy with timers instead of sleeps, and returns this
+-- queue's new events. `q:step(0)` never blocks, whatever the queue is doing (registering,
+-- long-polling, backing off, just finished); `q:step(t)` waits at most `t` seconds. The events
+-- returned are acknowledged by the next poll, which starts on the next call. Recovery options
+-- come from `client:queue{...}`.
 --
--- The queue's `pollfd` is readable exactly when a call has work to do: socket or timer activity
--- of the request in flight, the end of a retry's backoff, or a next request to start. So a loop
--- that watches only the fd never misses a wake-up; `q:timeout()` says the same in seconds for
--- loops that prefer a timeout. After a fatal error the fd stays quiet and `timeout()` is nil
--- until `step` is called again (which retries).
+-- The queue's `pollfd` (its client's) is readable when a call has work to do: socket or timer
+-- activity of a request in flight, the end of a retry's backoff, or a next request to start. So a
+-- loop that watches only the fd never misses a wake-up; `q:timeout()` says the same in seconds for
+-- loops that prefer a timeout. After a fatal error the queue stays quiet (`timeout()` is nil) until
+-- `step` is called again (which retries).
 -- @tparam[opt=0] number timeout seconds it may wait for activity
 -- @treturn table new events (possibly empty), or `nil, msg, err` on a fatal error (401, other 4xx)
 -- @usage while running do
@@ -423,30 +512,47 @@ end
 -- end
 function Queue:step(timeout)
   local st = state_of(self)
-  if timeout == nil then timeout = 0 end
-  if type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout then
-    error("zulip: step timeout must be a number >= 0", 2)
+  timeout = check_timeout(timeout, 3)
+  local eng = st._eng
+  eng.driven = true
+  self:_stepping()
+  local deadline = now() + timeout
+  local first = true
+  while not st.closed and not self:_has_news() do
+    local left = deadline - now()
+    if not first and left <= 0 then break end
+    first = false
+    eng:pump(left > 0 and left or 0)
   end
-  local s = step_state(st)
-  commit_pending(st)
-  self:_alarm(nil)  -- this call is the wake-up; arm_alarm sets the next one
-  local events, msg, err = step_pass(self, st, s, timeout)
-  arm_alarm(self, s, events == nil)
+  local events, msg, err = self:_collect()
+  eng:arm()
   return events, msg, err
+end
+
+--- The file descriptor a loop watches: readable when `step` has work. It is the client's
+-- (`client:pollfd()`), shared by all of its queues and requests.
+-- @treturn integer
+-- @usage local fd = q:pollfd()
+function Queue:pollfd()
+  local eng = state_of(self)._eng
+  eng.driven = true
+  return eng.core:pollfd()
 end
 
 --- Seconds until the queue needs `step` to be called again, or nil when only its `pollfd`
 -- becoming readable matters (a request in flight with no timer due, or a queue stopped by a
--- fatal error). 0 for a queue that has not started yet. For cqueues and other pollers.
+-- fatal error). 0 for a queue that has not started yet or has events to hand out. For cqueues and
+-- other pollers.
 -- @treturn number|nil
 -- @usage local t = q:timeout()
 function Queue:timeout()
   local st = state_of(self)
-  if self:_busy() then return self:_timeout() end
-  local s = st._step
-  if s and s.failed then return nil end
-  if s and s.wake_at then
-    local t = s.wake_at - now()
+  if st._out[st._pos] or st._fatal or not st._auto then return 0 end
+  if st._failed then return nil end
+  local eng = st._eng
+  if st._busy then return eng:timeout() end
+  if st._wake then
+    local t = st._wake - now()
     return t > 0 and t or 0
   end
   return 0
@@ -458,6 +564,51 @@ end
 function Queue:events()
   state_of(self)
   return "r"
+end
+
+--- Whether the queue is closed.
+-- @local
+function Queue:_closed()
+  return self:_state().closed
+end
+
+--- Close: the queue stops at once. A registered queue's `DELETE /api/v1/events` goes out in the
+-- background when a loop drives the client (it was stepped or watched), so close never blocks
+-- an editor or a game; in a plain blocking script it is waited for, at most the client's
+-- `timeout`. Idempotent; also `__close` (Lua 5.4's `local q <close>`). An open queue that is
+-- garbage-collected is closed the same way, with its DELETE in the background: the collector
+-- never waits.
+-- @treturn boolean true
+-- @usage q:close()
+function Queue:close()
+  return self:_shut(true)
+end
+
+--- Close, waiting for the DELETE only when `may_wait` and no loop drives the client.
+-- @local
+function Queue:_shut(may_wait)
+  local st = self:_state()
+  if st.closed then return true end
+  st.closed = true
+  local eng = st._eng
+  if st._x then
+    st._x:cancel()
+    st._x = nil
+  end
+  st._busy, st._wake = nil, nil
+  st._out, st._pos = NOTHING, 1
+  eng.queues[self], eng.todo[self], eng.timers[self] = nil, nil, nil
+  if st.id then
+    local op = eng:background("DELETE", "/api/v1/events?queue_id=" .. encode.urlescape(st.id), st._timeout)
+    if op and may_wait and not eng.driven then
+      eng:wait_until(function() return op.done end, st._timeout)
+    end
+  end
+  return true
+end
+
+function gc_queue(q)
+  q:_shut(false)
 end
 
 return M

@@ -1,9 +1,9 @@
-/* poller.c: core.wait(fds, timeout) -> the 1-based positions of the fds that are readable.
+/* wait.c: core.wait(fds, timeout) -> the 1-based positions of the fds that are readable.
  * One poll(2) call over any number of queues' pollfds (each an epoll set of its own sockets and
  * timer), so a process can sleep on a thousand queues at once without busy polling; the Lua side
  * (zulip.step_all in lua/zulip/loop.lua) then steps only the queues that are ready. */
 #define _GNU_SOURCE
-#include "poller.h"
+#include "wait.h"
 #include "compat.h"
 
 #include <errno.h>
@@ -17,7 +17,7 @@
  * -> list of positions i whose fds[i] is readable (or in error: stepping it shows why),
  *    possibly empty (the timeout passed, or a signal interrupted the wait)
  * -> nil, "wait: message", "NAME" when poll(2) fails */
-int zulip_poller_wait(lua_State *L) {
+int zulip_wait(lua_State *L) {
   struct pollfd *pfd;
   int n, i, ms = -1, ready, k;
   luaL_checktype(L, 1, LUA_TTABLE);

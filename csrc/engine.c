@@ -1,0 +1,242 @@
+/* engine.c: a client's engine: one curl multi handle, driven through zpoll (see engine.h).
+ * curl's socket and timer callbacks only record; curl is called back from zeng_drive alone. */
+#include "engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void zsess_wipe(char *p) {
+  volatile char *v = p;
+  if (p == NULL) return;
+  while (*v) *v++ = 0;
+}
+
+int zsess_strset(char **slot, const char *value) {
+  char *copy = NULL;
+  if (value != NULL) {
+    size_t n = strlen(value) + 1;
+    copy = malloc(n);
+    if (copy == NULL) return -1;
+    memcpy(copy, value, n);
+  }
+  zsess_wipe(*slot);  /* the old value may be a secret */
+  free(*slot);
+  *slot = copy;
+  return 0;
+}
+
+zsess *zsess_new(void) {
+  zsess *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  s->refs = 1;
+  s->connect_timeout_ms = 10000;
+  s->max_reply_bytes = (size_t)256 << 20;
+  s->low_speed_limit = 1024;
+  s->low_speed_time = 30;
+  return s;
+}
+
+void zsess_release(zsess *s) {
+  char **strs[10];
+  size_t i;
+  if (s == NULL || --s->refs > 0) return;
+  strs[0] = &s->base_url; strs[1] = &s->email; strs[2] = &s->api_key; strs[3] = &s->userpwd_b64;
+  strs[4] = &s->user_agent; strs[5] = &s->cert_bundle; strs[6] = &s->client_cert;
+  strs[7] = &s->client_key; strs[8] = &s->proxy; strs[9] = NULL;
+  for (i = 0; strs[i] != NULL; i++) zsess_strset(strs[i], NULL);
+  free(s);
+}
+
+/* ---- curl's callbacks: they only record ---- */
+
+static int zeng_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp) {
+  zeng *e = userp;
+  (void)easy; (void)sockp;
+  if (e->poll == NULL) return 0;
+  zpoll_watch(e->poll, (int)fd, what == CURL_POLL_REMOVE ? 0 :
+              ((what & CURL_POLL_IN) ? ZPOLL_IN : 0) | ((what & CURL_POLL_OUT) ? ZPOLL_OUT : 0));
+  return 0;
+}
+
+static int zeng_on_timer(CURLM *multi, long timeout_ms, void *userp) {
+  zeng *e = userp;
+  (void)multi;
+  /* + 1: zpoll_now_ms rounds down, and curl's own deadline is now + timeout to the microsecond;
+   * acting up to 1 ms before it finds nothing due and costs a second wake-up. */
+  e->curl_due_ms = timeout_ms < 0 ? -1 : zpoll_now_ms() + timeout_ms + (timeout_ms > 0);
+  return 0;  /* the timer follows when control returns to the caller (zeng_rearm) */
+}
+
+/* ---- engines ---- */
+
+zeng *zeng_new(zsess *s, char *err, size_t errlen) {
+  zeng *e = calloc(1, sizeof *e);
+  if (e == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  e->refs = 1;
+  e->curl_due_ms = e->alarm_ms = -1;
+  e->poll = zpoll_new(err, errlen);
+  if (e->poll == NULL) {
+    free(e);
+    return NULL;
+  }
+  e->multi = curl_multi_init();
+  if (e->multi == NULL) {
+    snprintf(err, errlen, "out of memory");
+    zpoll_free(e->poll);
+    free(e);
+    return NULL;
+  }
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, zeng_on_socket);
+  curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, zeng_on_timer);
+  curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+  /* HTTP/2 multiplexing is curl's default (CURLPIPE_MULTIPLEX); each transfer sets PIPEWAIT so
+   * that requests started together wait for one connection instead of opening one each. */
+  s->refs++;
+  e->sess = s;
+  return e;
+}
+
+void zeng_close(zeng *e) {
+  if (e->closed) return;
+  e->closed = 1;  /* first: zxfer_cancel below sees it */
+  while (e->running != NULL) zxfer_cancel(e->running);
+  while (e->done != NULL) zxfer_cancel(e->done);
+  curl_multi_cleanup(e->multi);  /* closes the connections; no waiting */
+  e->multi = NULL;
+  zpoll_free(e->poll);
+  e->poll = NULL;
+}
+
+void zeng_release(zeng *e) {
+  if (e == NULL || --e->refs > 0) return;
+  zeng_close(e);
+  zsess_release(e->sess);
+  free(e);
+}
+
+int zeng_fd(const zeng *e) {
+  return e->closed ? -1 : zpoll_fd(e->poll);
+}
+
+static long long zeng_min(long long a, long long b) {
+  if (a < 0) return b;
+  if (b < 0) return a;
+  return a < b ? a : b;
+}
+
+/* When the engine next needs a call without socket activity (curl's timer, a low-speed window),
+ * -1: never. */
+static long long zeng_due(const zeng *e) {
+  long long due = e->curl_due_ms;
+  const zxfer *x;
+  for (x = e->running; x != NULL; x = x->next) due = zeng_min(due, zxfer_due_ms(x));
+  return due;
+}
+
+static void zeng_rearm(zeng *e) {
+  if (!e->closed) zpoll_arm(e->poll, zeng_min(zeng_due(e), e->alarm_ms));
+}
+
+void zeng_alarm(zeng *e, long ms) {
+  e->alarm_ms = ms < 0 ? -1 : zpoll_now_ms() + ms;
+  zeng_rearm(e);
+}
+
+long zeng_timeout_ms(const zeng *e) {
+  long long due, now;
+  if (e->closed) return -1;
+  if (e->done != NULL) return 0;
+  due = zeng_due(e);
+  if (due < 0) return -1;
+  now = zpoll_now_ms();
+  return due <= now ? 0 : (long)(due - now);
+}
+
+static void zeng_collect(zeng *e) {
+  CURLMsg *msg;
+  int left;
+  while (!e->closed && (msg = curl_multi_info_read(e->multi, &left)) != NULL) {
+    zxfer *x = NULL;
+    if (msg->msg != CURLMSG_DONE) continue;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    if (x != NULL && x->state == ZXFER_RUNNING) zxfer_finish(x, msg->data.result);
+  }
+}
+
+static void zeng_act(zeng *e, curl_socket_t fd, int flags) {
+  int running;
+  curl_multi_socket_action(e->multi, fd, flags, &running);
+  zeng_collect(e);
+}
+
+/* What is due now, done. */
+static void zeng_due_now(zeng *e) {
+  long long now = zpoll_now_ms();
+  zxfer *x, *next;
+  if (e->curl_due_ms >= 0 && e->curl_due_ms <= now) {
+    e->curl_due_ms = -1;
+    zeng_act(e, CURL_SOCKET_TIMEOUT, 0);
+  }
+  for (x = e->running; x != NULL; x = next) {
+    long long due = zxfer_due_ms(x);
+    next = x->next;
+    if (due >= 0 && due <= now) zxfer_check_speed(x, now);
+  }
+  if (e->alarm_ms >= 0 && e->alarm_ms <= now) e->alarm_ms = -1;  /* a drive is the wake-up it asked for */
+}
+
+static int zeng_count_done(const zeng *e) {
+  int n = 0;
+  const zxfer *x;
+  for (x = e->done; x != NULL; x = x->next_done) n++;
+  return n;
+}
+
+int zeng_drive(zeng *e, long wait_ms) {
+  long long deadline = wait_ms < 0 ? -1 : zpoll_now_ms() + wait_ms;
+  int polled = 0;
+  if (e->closed) return 0;
+  for (;;) {
+    zpoll_event evs[16];
+    long long now, due;
+    long t;
+    int n, i;
+    zeng_due_now(e);
+    if (e->closed || e->done != NULL) break;
+    now = zpoll_now_ms();
+    if (polled && deadline >= 0 && now >= deadline) break;
+    if (e->running == NULL && deadline < 0) break;  /* nothing can end: never wait for ever */
+    due = zeng_min(zeng_due(e), deadline);
+    t = due < 0 ? -1 : (due > now ? (long)(due - now) : 0);
+    n = zpoll_wait(e->poll, t, evs, (int)(sizeof evs / sizeof evs[0]));
+    polled = 1;
+    if (n < 0) {
+      zeng_rearm(e);
+      return -1;
+    }
+    for (i = 0; i < n && !e->closed; i++) {
+      if (evs[i].fd < 0) continue;  /* the timer: zeng_due_now looks at what fell due */
+      zeng_act(e, (curl_socket_t)evs[i].fd,
+               ((evs[i].what & ZPOLL_IN) ? CURL_CSELECT_IN : 0) | ((evs[i].what & ZPOLL_OUT) ? CURL_CSELECT_OUT : 0) |
+               ((evs[i].what & ZPOLL_ERR) ? CURL_CSELECT_ERR : 0));
+    }
+  }
+  zeng_rearm(e);  /* the fd now tells a foreign loop when the next call is due */
+  return zeng_count_done(e);
+}
+
+zxfer *zeng_take(zeng *e) {
+  zxfer *x = e->done;
+  if (x == NULL) return NULL;
+  e->done = x->next_done;
+  if (e->done == NULL) e->done_tail = NULL;
+  x->next_done = NULL;
+  x->state = ZXFER_IDLE;  /* its result stays readable until the next start */
+  x->refs--;              /* the engine's reference (the caller holds its own) */
+  return x;
+}

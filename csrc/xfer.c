@@ -1,0 +1,380 @@
+/* xfer.c: one request at a time on an easy handle of an engine (see engine.h). The handle and
+ * its options are made once and reused, so a poll costs only what changes (URL, method, body). */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <sys/socket.h>
+
+#define ZXFER_SMALL_BUFFER (1u << 20)      /* keep at most this much reply buffer between requests */
+#define ZXFER_MAX_HEADERS (300u << 10)     /* a reply's headers, all together */
+
+/* A character that would break the request line: a control character or a space. */
+static int zxfer_unsendable(const char *p) {
+  for (; *p; p++)
+    if ((unsigned char)*p <= 0x20 || *p == 0x7f) return 1;
+  return 0;
+}
+
+/* Seconds as Retry-After gives them ("120", "0.5"), independent of the C locale (strtod follows
+ * LC_NUMERIC, which a host may have set); else the HTTP-date form. < 0 when neither. */
+static double zxfer_seconds(const char *v, size_t n) {
+  char value[64];
+  double secs = 0, scale = 1;
+  size_t i = 0;
+  int digits = 0;
+  time_t when;
+  while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n')) n--;
+  for (; i < n && v[i] >= '0' && v[i] <= '9' && digits < 12; i++, digits++) secs = secs * 10 + (v[i] - '0');
+  if (i < n && v[i] == '.' && digits > 0)
+    for (i++; i < n && v[i] >= '0' && v[i] <= '9'; i++) secs += (v[i] - '0') * (scale /= 10);
+  if (digits > 0 && i == n) return secs;
+  if (n >= sizeof value) return -1;
+  memcpy(value, v, n);
+  value[n] = 0;
+  when = curl_getdate(value, NULL);
+  if (when == -1) return -1;
+  secs = difftime(when, time(NULL));
+  return secs > 0 ? secs : 0;
+}
+
+/* ---- curl's callbacks for one transfer: they only record, never call into Lua ---- */
+
+static void zxfer_started(zxfer *x) {
+  if (x->window_start_ms < 0) {
+    x->window_start_ms = zpoll_now_ms();
+    x->window_bytes = x->received;
+  }
+}
+
+static size_t zxfer_on_body(char *data, size_t size, size_t nmemb, void *userp) {
+  zxfer *x = userp;
+  size_t n = size * nmemb;
+  zxfer_started(x);
+  x->received += n;
+  if (x->body_len + n > x->eng->sess->max_reply_bytes) {
+    x->too_large = 1;
+    return 0;  /* curl stops the transfer (CURLE_WRITE_ERROR) */
+  }
+  if (x->body_len + n + 1 > x->body_cap) {
+    size_t cap = x->body_cap ? x->body_cap : 4096;
+    char *p;
+    while (cap < x->body_len + n + 1) cap *= 2;
+    p = realloc(x->body, cap);
+    if (p == NULL) return 0;
+    x->body = p;
+    x->body_cap = cap;
+  }
+  memcpy(x->body + x->body_len, data, n);
+  x->body_len += n;
+  x->body[x->body_len] = 0;
+  return n;
+}
+
+static size_t zxfer_on_header(char *data, size_t size, size_t nmemb, void *userp) {
+  zxfer *x = userp;
+  size_t n = size * nmemb;
+  zxfer_started(x);
+  x->received += n;
+  if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {  /* a new reply: an interim 1xx came before */
+    x->header_bytes = 0;
+    x->retry_after = -1;
+  }
+  x->header_bytes += n;
+  if (x->header_bytes > ZXFER_MAX_HEADERS) {
+    x->too_large = 2;
+    return 0;
+  }
+  if (n > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
+    const char *v = data + 12;
+    size_t vn = n - 12;
+    while (vn > 0 && (*v == ' ' || *v == '\t')) v++, vn--;
+    x->retry_after = zxfer_seconds(v, vn);
+  }
+  return n;
+}
+
+/* curl's own socket opener, plus close-on-exec and a note of why socket() failed: curl reports
+ * running out of file descriptors as a plain "Couldn't connect to server". */
+static curl_socket_t zxfer_on_opensocket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr) {
+  zxfer *x = userp;
+  curl_socket_t fd;
+  (void)purpose;
+  fd = socket(addr->family, addr->socktype, addr->protocol);
+  if (fd == CURL_SOCKET_BAD) x->socket_errno = errno;
+  else fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+/* ---- transfers ---- */
+
+zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
+  zsess *s = e->sess;
+  zxfer *x;
+  CURL *h;
+  static struct curl_slist no_expect = {(char *)"Expect:", NULL};  /* never wait for a 100 */
+  if (e->closed) {
+    snprintf(err, errlen, "the client is closed");
+    return NULL;
+  }
+  x = calloc(1, sizeof *x);
+  if (x == NULL || (h = curl_easy_init()) == NULL) {
+    free(x);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  x->refs = 1;
+  x->easy = h;
+  x->retry_after = -1;
+  x->window_start_ms = -1;
+  e->refs++;
+  x->eng = e;
+  curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)x);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, zxfer_on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, zxfer_on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, zxfer_on_opensocket);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  /* credentials never go to another host */
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);   /* notices a half-open connection */
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, 30L);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 10L);
+  curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);        /* share an HTTP/2 connection rather than open more */
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding this libcurl decodes */
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, &no_expect);
+  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_reply_bytes);  /* by Content-Length */
+  curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+  curl_easy_setopt(h, CURLOPT_USERNAME, s->email);
+  curl_easy_setopt(h, CURLOPT_PASSWORD, s->api_key);
+  if (s->user_agent) curl_easy_setopt(h, CURLOPT_USERAGENT, s->user_agent);
+  if (s->cert_bundle) curl_easy_setopt(h, CURLOPT_CAINFO, s->cert_bundle);
+  if (s->client_cert) curl_easy_setopt(h, CURLOPT_SSLCERT, s->client_cert);
+  if (s->client_key) curl_easy_setopt(h, CURLOPT_SSLKEY, s->client_key);
+  if (s->proxy) curl_easy_setopt(h, CURLOPT_PROXY, s->proxy);
+  /* through any HTTP proxy, the option's or the environment's (https_proxy, ...): a CONNECT
+   * tunnel, so the proxy never sees the Authorization header */
+  curl_easy_setopt(h, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  /* the tunnel's reply is not the reply */
+  if (s->insecure) {
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (s->debug) {
+    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, ztrace_on_debug);
+    curl_easy_setopt(h, CURLOPT_DEBUGDATA, x);
+    curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+  }
+  return x;
+}
+
+static void zxfer_unlink(zxfer *x) {
+  zeng *e = x->eng;
+  if (x->state == ZXFER_RUNNING) {
+    if (e->multi != NULL) curl_multi_remove_handle(e->multi, x->easy);
+    if (x->prev) x->prev->next = x->next; else e->running = x->next;
+    if (x->next) x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+  } else if (x->state == ZXFER_DONE) {
+    zxfer **p = &e->done, *prev = NULL;
+    while (*p != NULL && *p != x) prev = *p, p = &(*p)->next_done;
+    if (*p == x) *p = x->next_done;
+    if (e->done_tail == x) e->done_tail = prev;
+    x->next_done = NULL;
+  }
+}
+
+void zxfer_cancel(zxfer *x) {
+  if (x->state == ZXFER_IDLE) return;
+  zxfer_unlink(x);
+  x->state = ZXFER_IDLE;
+  zxfer_release(x);  /* the engine's reference */
+}
+
+void zxfer_release(zxfer *x) {
+  if (x == NULL || --x->refs > 0) return;
+  curl_easy_cleanup(x->easy);
+  free(x->url);
+  free(x->body);
+  free(x->trace);
+  zeng_release(x->eng);
+  free(x);
+}
+
+static const char *zxfer_code(CURLcode rc, const char *errbuf) {
+  /* a TLS alert from the server after the handshake: TLS 1.3 refuses a client certificate so */
+  if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && strstr(errbuf, " alert ") != NULL) return "TLS";
+  if (rc == CURLE_OUT_OF_MEMORY && strstr(errbuf, "header") != NULL) return "TOO_LARGE";  /* a giant header line */
+  if (rc == CURLE_RECV_ERROR && strncmp(errbuf, "Too large response headers", 26) == 0) return "TOO_LARGE";
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
+    case CURLE_FILESIZE_EXCEEDED: return "TOO_LARGE";
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_USE_SSL_FAILED:
+      return "TLS";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_RANGE_ERROR:
+      return "PROTOCOL";
+    default:
+      return "NETWORK";
+  }
+}
+
+void zxfer_finish(zxfer *x, CURLcode rc) {
+  zeng *e = x->eng;
+  long status = 0;
+  curl_off_t req = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  x->status = status;
+#if LIBCURL_VERSION_NUM >= 0x073700
+  { long n = 0; curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &n); req = n; }
+#endif
+  x->sent = req > 0;
+  if (rc == CURLE_OK && status > 0) {
+    x->fail = NULL;
+  } else if (x->too_large) {
+    x->fail = "TOO_LARGE";
+    if (x->too_large == 2)
+      snprintf(x->errbuf, sizeof x->errbuf, "the reply's headers are over %u KiB", ZXFER_MAX_HEADERS >> 10);
+    else
+      snprintf(x->errbuf, sizeof x->errbuf, "the reply is over max_reply_bytes (%zu bytes) after decompression",
+               e->sess->max_reply_bytes);
+  } else {
+    if (rc == CURLE_OK) rc = CURLE_GOT_NOTHING;
+    if (rc == CURLE_FILESIZE_EXCEEDED)
+      snprintf(x->errbuf, sizeof x->errbuf, "the reply's Content-Length is over max_reply_bytes (%zu bytes)",
+               e->sess->max_reply_bytes);
+    else if (rc == CURLE_COULDNT_CONNECT && (x->socket_errno == EMFILE || x->socket_errno == ENFILE))
+      snprintf(x->errbuf, sizeof x->errbuf, "cannot open a socket: out of file descriptors (%s): "
+               "raise the open-files limit (ulimit -n, RLIMIT_NOFILE) or close queues",
+               strerror(x->socket_errno));
+    else if (x->errbuf[0] == 0)
+      snprintf(x->errbuf, sizeof x->errbuf, "%s", curl_easy_strerror(rc));
+    x->fail = zxfer_code(rc, x->errbuf);
+    if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_COULDNT_CONNECT)
+      x->sent = 0;
+  }
+  zxfer_unlink(x);
+  x->state = ZXFER_DONE;
+  if (e->done_tail) e->done_tail->next_done = x; else e->done = x;
+  e->done_tail = x;
+}
+
+long long zxfer_due_ms(const zxfer *x) {
+  const zsess *s = x->eng->sess;
+  if (x->state != ZXFER_RUNNING || x->window_start_ms < 0 || s->low_speed_limit <= 0 || s->low_speed_time <= 0)
+    return -1;
+  return x->window_start_ms + (long long)s->low_speed_time * 1000;
+}
+
+void zxfer_check_speed(zxfer *x, long long now) {
+  const zsess *s = x->eng->sess;
+  if (x->received - x->window_bytes < (size_t)s->low_speed_limit * (size_t)s->low_speed_time) {
+    snprintf(x->errbuf, sizeof x->errbuf, "reply slower than %ld bytes/s over %ld s",
+             s->low_speed_limit, s->low_speed_time);
+    x->fail = "TIMEOUT";
+    x->status = 0;
+    x->sent = 1;
+    zxfer_unlink(x);
+    x->state = ZXFER_DONE;
+    if (x->eng->done_tail) x->eng->done_tail->next_done = x; else x->eng->done = x;
+    x->eng->done_tail = x;
+    return;
+  }
+  x->window_start_ms = now;
+  x->window_bytes = x->received;
+}
+
+int zxfer_start(zxfer *x, const char *method, const char *path_query, const char *body, size_t body_len,
+                long timeout_ms) {
+  zeng *e = x->eng;
+  zsess *s = e->sess;
+  CURL *h = x->easy;
+  size_t bl = strlen(s->base_url), pl = strlen(path_query);
+  int has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
+  char *url;
+  CURLMcode mrc;
+  if (x->state != ZXFER_IDLE) zxfer_cancel(x);
+  x->errbuf[0] = 0;
+  x->fail = NULL;
+  x->status = 0;
+  x->retry_after = -1;
+  x->too_large = x->socket_errno = x->sent = 0;
+  x->body_len = x->header_bytes = x->received = x->window_bytes = 0;
+  x->window_start_ms = -1;
+  x->trace_len = 0;
+  x->trace_full = 0;
+  if (e->closed) {
+    snprintf(x->errbuf, sizeof x->errbuf, "the client is closed");
+    return -1;
+  }
+  if (!has_body && strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0) {
+    snprintf(x->errbuf, sizeof x->errbuf, "unknown method");
+    return -1;
+  }
+  if (path_query[0] != '/' || zxfer_unsendable(path_query)) {
+    snprintf(x->errbuf, sizeof x->errbuf, "the request path has a character HTTP cannot carry (a space or a control character)");
+    return -1;
+  }
+  if (x->body_cap > ZXFER_SMALL_BUFFER) {  /* don't hold a 50 MB register reply for ever */
+    free(x->body);
+    x->body = NULL;
+    x->body_cap = 0;
+  }
+  url = malloc(bl + pl + 1);
+  if (url == NULL) {
+    snprintf(x->errbuf, sizeof x->errbuf, "out of memory");
+    return -1;
+  }
+  memcpy(url, s->base_url, bl);
+  memcpy(url + bl, path_query, pl + 1);
+  free(x->url);
+  x->url = url;
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L);
+  if (has_body) {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+    curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : "");
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") == 0 ? NULL : method);
+  } else {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") == 0 ? NULL : method);
+  }
+  mrc = curl_multi_add_handle(e->multi, h);
+  if (mrc != CURLM_OK) {
+    snprintf(x->errbuf, sizeof x->errbuf, "%s", curl_multi_strerror(mrc));
+    return -1;
+  }
+  x->state = ZXFER_RUNNING;
+  x->refs++;  /* the engine's, while it runs and until its result is taken */
+  x->next = e->running;
+  x->prev = NULL;
+  if (e->running) e->running->prev = x;
+  e->running = x;
+  return 0;
+}

@@ -1,0 +1,350 @@
+--- The engine of a client: every operation of one client (its queues' registers and polls, REST
+-- requests, DELETEs in the background) is a transfer on one C engine (a libcurl multi handle
+-- behind one pollfd), and this module drives it: `pump` lets curl act, hands each finished
+-- transfer to its operation, fires Lua-side timers (a retry's backoff), starts what is due, and
+-- runs the callbacks. Blocking calls and `step` alike are loops of `pump`, so they cannot drift
+-- apart. User code (callbacks, `on_reset`, `on_retry`, `on_log`) runs only at the end of a pump,
+-- from the `ready` list, so an error there cannot lose a finished transfer: the callbacks after
+-- it stay queued for the next pump.
+-- @module zulip.engine
+-- @local
+local core = require("zulip.core")
+local errors = require("zulip.errors")
+local outcome = require("zulip.outcome")
+local policy = require("zulip.policy")
+
+local M = {}
+local Engine = {}
+Engine.__index = Engine
+
+local now = core.now
+local WEAK_KEYS = { __mode = "k" }
+local REQUEST_ATTEMPTS = 4         -- a request is tried at most this often
+local IDEMPOTENT = { GET = true, DELETE = true }
+local DIRECTION = { ["*"] = "info", [">"] = "out", ["<"] = "in" }
+
+--- Make the engine of a client.
+-- @local
+function M.new(session, client)
+  return setmetatable({
+    core = core.engine(session),
+    client = client,
+    log = client._log,
+    queues = setmetatable({}, WEAK_KEYS),   -- open queues -> their number, for client:step's order
+    nqueues = 0,
+    todo = setmetatable({}, WEAK_KEYS),     -- queues that may have a request to start
+    timers = setmetatable({}, WEAK_KEYS),   -- queue or request operation -> when it is due
+    pending = {},                           -- request operations in flight or waiting: held here
+    ready = {}, nready = 0, first = 1,      -- callbacks to run, in order
+    kick = false,                           -- something new for a loop: make the fd readable once
+    driven = false,                         -- a loop drives this client (step, a watcher)
+  }, Engine)
+end
+
+--- Queue a callback to run at the end of this pump (or the next one).
+-- @local
+function Engine:later(fn, a, b, c)
+  local n = self.nready + 1
+  self.ready[n] = { fn, a, b, c }
+  self.nready = n
+end
+
+--- Run the queued callbacks; one that raises leaves the rest queued and raises on.
+-- @local
+function Engine:run_ready()
+  local ready = self.ready
+  while self.first <= self.nready do
+    local i = self.first
+    local item = ready[i]
+    ready[i] = nil
+    self.first = i + 1
+    item[1](item[2], item[3], item[4])
+  end
+  self.first, self.nready = 1, 0
+end
+
+--- Log through the client's on_log, after the pump.
+-- @local
+function Engine:say(level, msg, fields)
+  self:later(self.log, level, msg, fields)
+end
+
+--- Hand the debug trace of a finished transfer to on_log, one line at a time.
+-- @local
+function Engine:flush_trace(x)
+  local trace = x:trace()
+  if trace == nil then return end
+  for line in trace:gmatch("[^\n]+") do
+    self:say("debug", line, { source = "curl", direction = DIRECTION[line:sub(1, 1)] })
+  end
+end
+
+--- The earliest Lua-side timer, or nil.
+-- @local
+function Engine:next_timer()
+  local first
+  for _, t in pairs(self.timers) do
+    if first == nil or t < first then first = t end
+  end
+  return first
+end
+
+local function fire_timers(self)
+  local t = now()
+  for obj, due in pairs(self.timers) do
+    if due <= t then
+      self.timers[obj] = nil
+      obj:_on_timer(self)
+    end
+  end
+end
+
+local function advance(self)
+  local todo = self.todo
+  local q = next(todo)
+  while q ~= nil do
+    todo[q] = nil
+    q:_advance()
+    q = next(todo)
+  end
+end
+
+--- The alarm that makes the pollfd readable when the next pump is due for Lua's own reasons.
+-- @local
+function Engine:arm()
+  if self.core:closed() then return end
+  if self.kick or self.nready >= self.first or next(self.todo) ~= nil then
+    self.kick = false
+    self.core:alarm(0)
+    return
+  end
+  local t = self:next_timer()
+  if t then
+    local d = t - now()
+    self.core:alarm(d > 0 and d or 0)
+  else
+    self.core:alarm(nil)
+  end
+end
+
+--- One pass: start what is due, let curl act (waiting at most `wait` seconds; nil: until a
+-- transfer ends), finish what ended, fire timers, start what they made due, run the callbacks.
+-- Returns true when a signal cut the wait short.
+-- @local
+function Engine:pump(wait)
+  if self.core:closed() then
+    self:run_ready()
+    return false
+  end
+  fire_timers(self)
+  advance(self)
+  local t = self:next_timer()
+  if t ~= nil then
+    local left = t - now()
+    if left < 0 then left = 0 end
+    if wait == nil or left < wait then wait = left end
+  end
+  if self.nready >= self.first then wait = 0 end
+  local owners, interrupted = self.core:drive(wait)
+  for i = 1, #owners do
+    owners[i]:finished(self)
+  end
+  fire_timers(self)
+  advance(self)
+  self:arm()
+  self:run_ready()
+  return interrupted
+end
+
+--- Seconds until the client needs a step, or nil when only its pollfd matters.
+-- @local
+function Engine:timeout()
+  if self.core:closed() then return nil end
+  if self.nready >= self.first or next(self.todo) ~= nil then return 0 end
+  local t = self.core:timeout()
+  local lt = self:next_timer()
+  if lt then
+    lt = lt - now()
+    if lt < 0 then lt = 0 end
+    if t == nil or lt < t then t = lt end
+  end
+  return t
+end
+
+-- ---- requests ----------------------------------------------------------------------------
+
+local Request = {}
+Request.__index = Request
+
+-- What to do about a failed request: the queues' policy, bounded, and never a blind repeat of a
+-- request that may have reached the server and is not safe to repeat.
+local function request_decision(op, err, res)
+  local code, status = err.code, err.http_status
+  local safe = IDEMPOTENT[op.method]
+  local retry = false
+  if code == "RATE_LIMIT_HIT" or status == 429 then
+    retry = true
+  elseif not res.sent and (code == "NETWORK" or code == "TIMEOUT") then
+    retry = true  -- it never left: DNS, connect, a handshake cut short
+  elseif code == "NETWORK" or code == "TIMEOUT" or code == "PROTOCOL" or (code == "HTTP" and (status or 0) >= 500) then
+    if safe then retry = true else err.maybe_sent = true end
+  end
+  if not retry or op.attempt >= REQUEST_ATTEMPTS then return nil end
+  local d = op.policy:decide(err)
+  return d.action == "retry" and d.delay or nil
+end
+
+function Request:finished(eng)
+  eng:flush_trace(self.x)
+  if self.cancelled then return end
+  local reply, msg, err, res = outcome.of(self.x)
+  if reply == nil then
+    local delay = request_decision(self, err, res)
+    if delay ~= nil then
+      eng:say("warn", ("retrying %s %s after %s in %.3f s"):format(self.method, self.path, err.code, delay),
+              { reason = err.code, attempt = self.attempt, delay = delay, http_status = err.http_status, error = err })
+      eng.timers[self] = now() + delay
+      return
+    end
+  end
+  eng.pending[self] = nil
+  self.done, self.reply, self.msg, self.err = true, reply, msg, err
+  if self.callback then eng:later(self.callback, reply, msg, err) end
+end
+
+function Request:_on_timer(eng)
+  self:start(eng)
+end
+
+function Request:start(eng)
+  self.attempt = self.attempt + 1
+  local ok, msg = self.x:start(self.method, self.target, self.body, self.timeout)
+  if not ok then
+    local _, m, err = errors.fail(errors.new("PROTOCOL", msg))
+    eng.pending[self] = nil
+    self.done, self.msg, self.err = true, m, err
+    if self.callback then eng:later(self.callback, nil, m, err) end
+  end
+end
+
+local Handle = {}
+Handle.__index = Handle
+Handle.__name = "zulip.Request"
+
+--- Cancel a request started with a callback: it ends at once and its callback is not called.
+-- Idempotent; does nothing once the callback has run.
+-- @usage local h = client:send_message(msg, function(reply) end); h:cancel()
+function Handle:cancel()
+  local op, eng = self._op, self._eng
+  if not op.done and not op.cancelled then
+    op.cancelled = true
+    eng.pending[op], eng.timers[op] = nil, nil
+    op.x:cancel()
+  end
+  return true
+end
+
+--- Whether the request has ended (its callback has been queued or run).
+-- @treturn boolean
+-- @usage if h:done() then print("sent") end
+function Handle:done()
+  return self._op.done == true
+end
+
+--- Start a request. With a callback, returns a handle at once; without, waits for the outcome.
+-- @local
+function Engine:request(method, target, body, timeout, callback)
+  if self.core:closed() then error("zulip: the client is closed", 3) end
+  local op = setmetatable({ method = method, target = target, path = target:match("^[^?]*"),
+                            body = body, timeout = timeout, callback = callback, attempt = 0,
+                            policy = policy.new(self.client._backoff) }, Request)
+  op.x = self.core:transfer(op)
+  self.pending[op] = true
+  op:start(self)
+  if callback then
+    self:arm()
+    return setmetatable({ _op = op, _eng = self }, Handle)
+  end
+  while not op.done do self:pump(nil) end
+  return op.reply, op.msg, op.err
+end
+
+-- ---- DELETEs in the background --------------------------------------------------------------
+
+local Background = {}
+Background.__index = Background
+
+function Background:finished(eng)
+  eng:flush_trace(self.x)
+  eng.pending[self] = nil
+  self.done = true
+end
+
+--- Start a request nobody waits for (a queue's DELETE); returns its operation (`op.done`).
+-- Never waits and never raises: a failure is dropped (the server collects a queue anyway).
+-- @local
+function Engine:background(method, target, timeout)
+  if self.core:closed() then return nil end
+  local op = setmetatable({}, Background)
+  local ok, x = pcall(self.core.transfer, self.core, op)
+  if not ok then return nil end
+  op.x = x
+  if not x:start(method, target, nil, timeout) then return nil end
+  self.pending[op] = true
+  self:arm()
+  return op
+end
+
+--- Pump until `done()` is true or `seconds` have passed.
+-- @local
+function Engine:wait_until(done, seconds)
+  local deadline = now() + seconds
+  while not done() do
+    local left = deadline - now()
+    if left <= 0 or self.core:closed() then return false end
+    self:pump(left)
+  end
+  return true
+end
+
+--- Close: the queues first (their DELETEs go out together), then wait at most `seconds` for
+-- what is pending, then close the connections.
+-- @local
+function Engine:close(seconds)
+  if self.core:closed() then return end
+  local qs = {}
+  for q in pairs(self.queues) do qs[#qs + 1] = q end
+  for _, q in ipairs(qs) do q:_shut(false) end
+  local pending = self.pending
+  self:wait_until(function() return next(pending) == nil end, seconds)
+  for op in pairs(pending) do
+    if op.callback and not op.done then
+      local _, msg, err = errors.fail(errors.new("NETWORK", "the client was closed before the request ended"))
+      op.done = true
+      self:later(op.callback, nil, msg, err)
+    end
+  end
+  self.pending = {}
+  self.timers = setmetatable({}, WEAK_KEYS)
+  self.core:close()
+  self:run_ready()
+end
+
+--- Add a queue (numbered in creation order, for client:step's results).
+-- @local
+function Engine:add_queue(q)
+  self.nqueues = self.nqueues + 1
+  self.queues[q] = self.nqueues
+end
+
+--- The open queues in creation order.
+-- @local
+function Engine:queue_list()
+  local list = {}
+  for q in pairs(self.queues) do list[#list + 1] = q end
+  local order = self.queues
+  table.sort(list, function(a, b) return order[a] < order[b] end)
+  return list
+end
+
+return M
