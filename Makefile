@@ -12,8 +12,8 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
-            $(shell pkg-config --cflags $(PKG_LUA) libcurl zlib libbrotlidec)
-LIBS      = $(shell pkg-config --libs libcurl zlib libbrotlidec)
+            $(shell pkg-config --cflags $(PKG_LUA) libcurl)
+LIBS      = $(shell pkg-config --libs libcurl)
 PREFIX   ?= /usr/local
 LUAVERS  := 5.4 5.3 5.1 luajit
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
@@ -121,11 +121,10 @@ VALGRIND      = valgrind -q --leak-check=full --errors-for-leak-kinds=definite -
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_TARGETS := json reply h1
+FUZZ_TARGETS := json reply
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%_fuzz)
 FUZZ_SRCS_json  := csrc/json.c
 FUZZ_SRCS_reply := $(SRCS)
-FUZZ_SRCS_h1    := csrc/h1.c
 
 .PHONY: bootstrap-extra fuzz-build fuzz-regress warnings cppcheck clang-tidy luacheck
 
@@ -165,7 +164,7 @@ fuzz: fuzz-build
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=16384 -print_final_stats=1 \
-	    -artifact_prefix=build/fuzz/$$t- -dict=fuzz/$$([ $$t = h1 ] && echo reply || echo $$t).dict \
+	    -artifact_prefix=build/fuzz/$$t- -dict=fuzz/$$t.dict \
 	    build/fuzz/corpus-$$t fuzz/corpus/$$t || exit 1; \
 	done
 

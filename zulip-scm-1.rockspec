@@ -18,26 +18,26 @@ dependencies = {
 external_dependencies = {
   -- only the library: Debian keeps curl.h under a multiarch include dir that luarocks does not search
   CURL = { library = "curl" },
-  ZLIB = { header = "zlib.h", library = "z" },
-  BROTLI = { header = "brotli/decode.h", library = "brotlidec" },
 }
 build = {
   type = "builtin",
   modules = {
     ["zulip.core"] = {
-      sources = { "csrc/core.c", "csrc/h1.c", "csrc/http.c", "csrc/json.c", "csrc/poller.c",
-                  "csrc/queue.c", "csrc/session.c", "csrc/trace.c" },
+      sources = { "csrc/core.c", "csrc/engine.c", "csrc/enginelib.c", "csrc/json.c", "csrc/poll_epoll.c",
+                  "csrc/queue.c", "csrc/session.c", "csrc/trace.c", "csrc/wait.c", "csrc/xfer.c" },
       -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
       defines = { 'ZULIP_VERSION="0.1.0"' },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "$(ZLIB_INCDIR)", "$(BROTLI_INCDIR)", "/usr/include/x86_64-linux-gnu" },
-      libdirs = { "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)", "$(BROTLI_LIBDIR)" },
-      libraries = { "curl", "z", "brotlidec" },
+      incdirs = { "csrc", "$(CURL_INCDIR)", "/usr/include/x86_64-linux-gnu" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl" },
     },
     ["zulip"] = "lua/zulip/init.lua",
     ["zulip.config"] = "lua/zulip/config.lua",
     ["zulip.encode"] = "lua/zulip/encode.lua",
+    ["zulip.engine"] = "lua/zulip/engine.lua",
     ["zulip.errors"] = "lua/zulip/errors.lua",
     ["zulip.loop"] = "lua/zulip/loop.lua",
+    ["zulip.outcome"] = "lua/zulip/outcome.lua",
     ["zulip.policy"] = "lua/zulip/policy.lua",
     ["zulip.queue"] = "lua/zulip/queue.lua",
     ["zulip.uv"] = "lua/zulip/uv.lua",

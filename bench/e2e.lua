@@ -185,7 +185,7 @@ ROWS[5] = function()
   for i = 1, NQ do
     local q = client:queue{ event_types = { "message" } }
     assert(q:register())
-    assert(#assert(q:step(0)) == 0 and q:_busy(), "the long-poll did not start")
+    assert(#assert(q:step(0)) == 0 and q:_state()._busy, "the long-poll did not start")
     qs[i], fds[i] = q, q:pollfd()
   end
   local setup = now() - t0
@@ -206,7 +206,7 @@ ROWS[5] = function()
       end
     end
     local still = 0
-    for _, q in ipairs(qs) do if q:_busy() then still = still + 1 end end
+    for _, q in ipairs(qs) do if q:_state()._busy then still = still + 1 end end
     return format("%.1f ms (%.1f in step), %d wake-ups in %d polls, %d events, %d waiting",
       (cpu() - c0) * 1e3, in_step * 1e3, wakeups, polls - 1, events, still)
   end

@@ -2,6 +2,7 @@
  * curl's socket and timer callbacks only record; curl is called back from zeng_drive alone. */
 #include "engine.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,9 +84,14 @@ zeng *zeng_new(zsess *s, char *err, size_t errlen) {
     free(e);
     return NULL;
   }
-  e->multi = curl_multi_init();
+  errno = 0;
+  e->multi = curl_multi_init();  /* makes a socket pair for curl_multi_wakeup: fds too */
   if (e->multi == NULL) {
-    snprintf(err, errlen, "out of memory");
+    if (errno == EMFILE || errno == ENFILE)
+      snprintf(err, errlen, "out of file descriptors (%s): raise the open-files limit "
+               "(ulimit -n, RLIMIT_NOFILE) or close clients", strerror(errno));
+    else
+      snprintf(err, errlen, "out of memory");
     zpoll_free(e->poll);
     free(e);
     return NULL;

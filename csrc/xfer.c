@@ -218,7 +218,6 @@ void zxfer_release(zxfer *x) {
 static const char *zxfer_code(CURLcode rc, const char *errbuf) {
   /* a TLS alert from the server after the handshake: TLS 1.3 refuses a client certificate so */
   if ((rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) && strstr(errbuf, " alert ") != NULL) return "TLS";
-  if (rc == CURLE_OUT_OF_MEMORY && strstr(errbuf, "header") != NULL) return "TOO_LARGE";  /* a giant header line */
   if (rc == CURLE_RECV_ERROR && strncmp(errbuf, "Too large response headers", 26) == 0) return "TOO_LARGE";
   switch (rc) {
     case CURLE_OPERATION_TIMEDOUT: return "TIMEOUT";
@@ -262,20 +261,21 @@ void zxfer_finish(zxfer *x, CURLcode rc) {
     if (x->too_large == 2)
       snprintf(x->errbuf, sizeof x->errbuf, "the reply's headers are over %u KiB", ZXFER_MAX_HEADERS >> 10);
     else
-      snprintf(x->errbuf, sizeof x->errbuf, "the reply is over max_reply_bytes (%zu bytes) after decompression",
+      snprintf(x->errbuf, sizeof x->errbuf, "reply larger than max_reply_bytes (%zu bytes, after decompression)",
                e->sess->max_reply_bytes);
   } else {
     if (rc == CURLE_OK) rc = CURLE_GOT_NOTHING;
     if (rc == CURLE_FILESIZE_EXCEEDED)
-      snprintf(x->errbuf, sizeof x->errbuf, "the reply's Content-Length is over max_reply_bytes (%zu bytes)",
-               e->sess->max_reply_bytes);
+      snprintf(x->errbuf, sizeof x->errbuf, "reply larger than max_reply_bytes (%zu bytes)", e->sess->max_reply_bytes);
+    else if (rc == CURLE_OUT_OF_MEMORY && x->body_len == 0)  /* curl refuses a header line over 100 KiB so */
+      snprintf(x->errbuf, sizeof x->errbuf, "a reply header line is over libcurl's limit (100 KiB)");
     else if (rc == CURLE_COULDNT_CONNECT && (x->socket_errno == EMFILE || x->socket_errno == ENFILE))
       snprintf(x->errbuf, sizeof x->errbuf, "cannot open a socket: out of file descriptors (%s): "
                "raise the open-files limit (ulimit -n, RLIMIT_NOFILE) or close queues",
                strerror(x->socket_errno));
     else if (x->errbuf[0] == 0)
       snprintf(x->errbuf, sizeof x->errbuf, "%s", curl_easy_strerror(rc));
-    x->fail = zxfer_code(rc, x->errbuf);
+    x->fail = rc == CURLE_OUT_OF_MEMORY && x->body_len == 0 ? "TOO_LARGE" : zxfer_code(rc, x->errbuf);
     if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_COULDNT_CONNECT)
       x->sent = 0;
   }

@@ -298,40 +298,43 @@ describe("event loops", function()
     assert.matches("registered=1000 received=1000 ", out)
   end)
 
-  it("running out of file descriptors is a clear error, not a crash, and the queues recover", function()
+  it("running out of file descriptors is a clear error, not a crash, and the clients recover", function()
     local out, ok = run_script([[
       local zulip = require("zulip")
       local devserver = require("spec.support.devserver")
       local srv = devserver.start{ args = { "--rate-limit", "0" } }
       local bot = srv.users.bot
-      local client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
-      local qs = {}
-      for _ = 1, 100 do
-        local ok, q = pcall(client.queue, client, {})
-        if not ok then print("make: " .. q) break end
-        qs[#qs + 1] = q
+      local function client()
+        return zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
       end
-      print("made " .. #qs)
+      local cs = {}
+      for _ = 1, 100 do
+        local ok, c = pcall(client)
+        if not ok then print("make: " .. c) break end
+        cs[#cs + 1] = c
+      end
+      print("made " .. #cs)
       -- The failed make may have left a free fd or two (it fails at whichever fd runs out first):
-      -- take them all, so that what the closed queue frees is exactly what a new queue takes.
+      -- take them all, so that what the closed client frees is exactly what a new client takes.
       local held = {}
       for _ = 1, 64 do                      -- the limit is 48
         local f = io.open("/dev/null")
         if not f then break end
         held[#held + 1] = f
       end
-      qs[#qs]:close()                       -- frees its fds, but not enough for a socket too
-      qs[#qs] = client:queue{}
-      local state, msg, err = qs[#qs]:register()
+      cs[#cs]:close()                       -- frees its fds, but not enough for a socket too
+      cs[#cs] = client()
+      local q = cs[#cs]:queue{}
+      local state, msg, err = q:register()
       print("register: " .. tostring(state) .. " " .. (err and err.code or "-") .. " " .. tostring(msg))
-      for i = 1, #qs - 1 do qs[i]:close() end
+      for i = 1, #cs - 1 do cs[i]:close() end
       for _, f in ipairs(held) do f:close() end
-      print("after closing: " .. (qs[#qs]:register() and "registered" or "failed"))
+      print("after closing: " .. (q:register() and "registered" or "failed"))
       srv:stop()
     ]], "ulimit -n 48 &&")
     assert.is_true(ok, out)
-    assert.matches("make: zulip: cannot make a queue: out of file descriptors %(Too many open files%): "
-                   .. "raise the open%-files limit %(ulimit %-n, RLIMIT_NOFILE%) or close queues\n", out)
+    assert.matches("make: zulip: cannot make a client: out of file descriptors %(Too many open files%): "
+                   .. "raise the open%-files limit %(ulimit %-n, RLIMIT_NOFILE%) or close clients\n", out)
     assert.matches("made %d+\n", out)
     assert.matches("register: nil NETWORK zulip: NETWORK: cannot open a socket: out of file descriptors", out)
     assert.matches("after closing: registered\n", out)
@@ -342,7 +345,7 @@ describe("event loops", function()
     assert.has_error(function() core.wait({ -1 }) end, "wait: fds[1] is not a file descriptor")
     assert.has_error(function() core.wait({}, -1) end, "wait: bad timeout")
     assert.are.same({}, core.wait({}, 0))
-    assert.has_error(function() zulip.step_all("x") end, "zulip: step_all expects a list of queues")
+    assert.has_error(function() zulip.step_all("x") end, "zulip: step_all expects a list of queues and clients")
     assert.has_error(function() zulip.step_all({}, -1) end, "zulip: step_all timeout must be a number >= 0")
   end)
 

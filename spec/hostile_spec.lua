@@ -11,6 +11,12 @@ describe("a hostile server", function()
 
   local function new_client(extra) return util.client(srv, extra) end
 
+  -- A request the client never repeats on its own (a POST that may have reached the server), so
+  -- that the error is the one this reply makes; the second try of a GET would get a sane reply.
+  local function post(c)
+    return c:request("POST", "messages", { type = "stream", to = "Denmark", topic = "hostile", content = "x" })
+  end
+
   -- the next /api request gets exactly these bytes, then EOF
   local function raw(data, path)
     srv:control("POST", "/test/fault", { kind = "raw", data_b64 = mime.b64(data), path = path })
@@ -35,9 +41,9 @@ describe("a hostile server", function()
   describe("that is slow", function()
     it("cuts off a reply that trickles below low_speed_limit once it has started", function()
       local c = new_client{ timeout = 30, low_speed_time = 1, low_speed_limit = 1000 }
-      srv:control("POST", "/test/fault", { kind = "trickle", interval = 0.05, path = "/api/v1/users/me" })
+      srv:control("POST", "/test/fault", { kind = "trickle", interval = 0.05, path = "/api/v1/messages" })
       local t0 = util.now()
-      local r, msg, err = c:request("GET", "users/me")
+      local r, msg, err = post(c)
       local took = util.now() - t0
       assert.is_nil(r)
       assert.are.equal("TIMEOUT", err.code, msg)
@@ -77,7 +83,7 @@ describe("a hostile server", function()
 
     it("answers 1001 levels with PROTOCOL and the position", function()
       raw(json_reply(nested(1001)))
-      local r, msg, err = new_client():request("GET", "users/me")
+      local r, msg, err = post(new_client())
       assert.is_nil(r)
       assert.are.equal("PROTOCOL", err.code)
       assert.matches("too deeply nested at character %d+", msg)
@@ -98,9 +104,9 @@ describe("a hostile server", function()
       { "a body that is not gzip", http("HTTP/1.1 200 OK", { "Content-Encoding: gzip", "Content-Length: 9" },
         "\31\139\8garbag"), "PROTOCOL", "" },
       { "a body that is not brotli", http("HTTP/1.1 200 OK", { "Content-Encoding: br", "Content-Length: 9" },
-        "\255\255garbage"), "PROTOCOL", "brotli" },
+        "\255\255garbage"), "PROTOCOL", "Encoding" },
       { "a Content-Encoding nobody asked for", http("HTTP/1.1 200 OK", { "Content-Encoding: zstd",
-        "Content-Length: 2" }, "{}"), "PROTOCOL", "zstd" },
+        "Content-Length: 2" }, "{}"), "PROTOCOL", "Encoding" },
       { "a bad chunk size", http("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" }, "zz\r\n{}\r\n0\r\n\r\n"),
         "NETWORK", "chunk" },
       { "a body shorter than its Content-Length", http("HTTP/1.1 200 OK", { "Content-Length: 100" }, "{}"),
@@ -122,7 +128,7 @@ describe("a hostile server", function()
       it("answers " .. name .. " with " .. code .. ", and the client goes on working", function()
         local c = new_client()
         raw(data)
-        local r, msg, err = c:request("GET", "users/me")
+        local r, msg, err = post(c)
         assert.is_nil(r)
         assert.is_string(msg)
         assert.are.equal(code, err.code, msg)
@@ -156,7 +162,7 @@ describe("a hostile server", function()
     it("fails a Content-Length past max_reply_bytes before the body comes (TOO_LARGE)", function()
       -- the body is 10 bytes of 5000: without the early check this would be "transfer closed"
       raw(http("HTTP/1.1 200 OK", { "Content-Length: 5000" }, ("x"):rep(10)))
-      local r, msg, err = new_client{ max_reply_bytes = 1000 }:request("GET", "users/me")
+      local r, msg, err = post(new_client{ max_reply_bytes = 1000 })
       assert.is_nil(r)
       assert.are.equal("TOO_LARGE", err.code, msg)
       assert.are.equal("zulip: TOO_LARGE: reply larger than max_reply_bytes (1000 bytes)", msg)
@@ -172,13 +178,13 @@ describe("a hostile server", function()
     it("ignores a Retry-After that is negative, absurd or garbage", function()
       for _, value in ipairs{ "-5", "banana", "1e300", "Thu, 99 Foo 2024 99:99:99 GMT" } do
         raw(http("HTTP/1.1 429 Too Many Requests", { "Retry-After: " .. value, "Content-Length: 0" }))
-        local r, msg, err = new_client():request("GET", "users/me")
+        local r, msg, err = new_client():queue{}:register()  -- no retry: a request would wait it out
         assert.is_nil(r)
         assert.are.equal("RATE_LIMIT_HIT", err.code, msg)
         assert.is_nil(err.retry_after, value)
       end
       raw(http("HTTP/1.1 429 Too Many Requests", { "Retry-After: 7", "Content-Length: 0" }))
-      local _, _, err = new_client():request("GET", "users/me")
+      local _, _, err = new_client():queue{}:register()
       assert.are.equal(7, err.retry_after)
     end)
   end)
@@ -239,8 +245,8 @@ describe("secrets", function()
     assert(q:get_events{ dont_block = true })
     assert(c:request("GET", "users/me"))
     for _, fault in ipairs{ "unauthorized", "html502", "status500" } do
-      srv:control("POST", "/test/fault", { kind = fault, path = "/api/v1/users/me" })
-      local r, msg, err = c:request("GET", "users/me")
+      srv:control("POST", "/test/fault", { kind = fault, path = "/api/v1/messages" })
+      local r, msg, err = c:request("POST", "messages", { type = "stream", to = "Denmark", topic = "s", content = "x" })
       assert.is_nil(r)
       seen(msg); seen(err); seen(err.msg)
     end

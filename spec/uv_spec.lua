@@ -65,7 +65,8 @@ describe("zulip.uv", function()
     assert.is_true(h:stop())
     assert.is_true(h:stop())  -- idempotent
     assert.is_false(h:is_active())
-    assert.is_true(h._poll:is_closing() and h._kick:is_closing())
+    assert.is_true(h._kick:is_closing())
+    assert.is_nil(h._poller)  -- its last watcher gone, the client's shared poll handle closes
     uv.run("nowait")
     assert.is_false(q.closed)  -- the queue is the caller's
     assert.are.same({}, assert(q:step(0)))
@@ -178,7 +179,7 @@ describe("zulip.uv", function()
 
   it("checks its arguments", function()
     local q = client:queue{}
-    assert.has_error(function() zuv.watch({}, function() end) end, "zulip.uv: watch expects a zulip.Queue")
+    assert.has_error(function() zuv.watch({}, function() end) end, "zulip.uv: watch expects a client or a zulip.Queue")
     assert.has_error(function() zuv.watch(q, nil) end, "zulip.uv: on_event must be a function")
     assert.has_error(function() zuv.watch(q, print, 5) end, "zulip.uv: on_error must be a function")
     assert.has_error(function() zuv.watch(q, print, nil, { schedule = 1 }) end,

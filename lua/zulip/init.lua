@@ -164,7 +164,7 @@ function Client:request(method, path, params, callback)
   if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 2) end
   if type(path) ~= "string" then error("zulip: request path must be a string", 2) end
   if path:find("[%c ]") then
-    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control character)", 2)
+    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control)", 2)
   end
   if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 2) end
   check_callback(callback, 2)

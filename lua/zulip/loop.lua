@@ -1,7 +1,6 @@
---- Driving many queues at once: `zulip.step_all` sleeps in one `poll(2)` on all the queues'
--- pollfds and steps only those with work, so a process can hold a thousand queues without
--- busy polling. Each queue is still a `zulip.Queue` with its own `pollfd`, `timeout` and `step`;
--- queues made from one client share its DNS cache and TLS sessions.
+--- Driving many queues and clients at once: `zulip.step_all` sleeps in one `poll(2)` on all
+-- their pollfds and steps only those with work, so a process can hold a thousand queues without
+-- busy polling. A queue's pollfd is its client's, so queues of one client share one fd.
 -- @module zulip.loop
 local core = require("zulip.core")
 
@@ -9,54 +8,72 @@ local M = {}
 
 local now, wait = core.now, core.wait
 
---- Wait until at least one queue has work (or `timeout` passes), then step each queue that
--- has work with `q:step(0)`. Closed queues are skipped. A queue whose step failed fatally is
--- quiet (its fd and `timeout()` say nothing) until it is stepped by hand, so it never makes this
+local function is_client(x)
+  return type(x) == "table" and getmetatable(x) == "zulip.Client"
+end
+
+--- Wait until at least one queue or client has work (or `timeout` passes), then step each one
+-- that has work with `step(0)`. Closed queues and clients are skipped. A queue whose step failed
+-- fatally is quiet (its `timeout()` is nil) until it is stepped again, so it never makes this
 -- spin; close it or leave it out.
--- @tparam table queues a list of `zulip.Queue`
--- @tparam[opt] number timeout seconds to wait at most; nil waits until some queue has work
---   (returns at once when no queue is open)
--- @treturn table a list, in the order of `queues`, of `{ queue = q, events = list }` for each
+-- @tparam table items a list of `zulip.Queue` and clients
+-- @tparam[opt] number timeout seconds to wait at most; nil waits until something has work
+--   (returns at once when nothing is open)
+-- @treturn table a list, in the order of `items`, of `{ queue = q, events = list }` for each
 --   queue that got events and `{ queue = q, error = err, message = msg }` for each that failed
---   fatally; empty when nothing happened
+--   fatally (a client's queues appear where the client is listed); empty when nothing happened
 -- @usage while running do
 --   for _, r in ipairs(zulip.step_all(queues, 1)) do
 --     if r.events then for _, ev in ipairs(r.events) do handle(r.queue, ev) end
 --     else print("queue failed: " .. r.message); r.queue:close() end
 --   end
 -- end
-function M.step_all(queues, timeout)
-  if type(queues) ~= "table" then error("zulip: step_all expects a list of queues", 2) end
+function M.step_all(items, timeout)
+  if type(items) ~= "table" then error("zulip: step_all expects a list of queues and clients", 2) end
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
     error("zulip: step_all timeout must be a number >= 0", 2)
   end
-  local open, fds, due, n = {}, {}, {}, 0
+  local open, fds, seen, n = {}, {}, {}, 0
   local limit = timeout
-  for i = 1, #queues do
-    local q = queues[i]
-    if not q:_closed() then
-      local t = q:timeout()
+  for i = 1, #items do
+    local x = items[i]
+    local closed
+    if is_client(x) then closed = x:closed() else closed = x:_closed() end
+    if not closed then
       n = n + 1
-      open[n], fds[n], due[n] = q, q:pollfd(), t
+      open[n] = x
+      local fd = x:pollfd()
+      if not seen[fd] then
+        seen[fd] = true
+        fds[#fds + 1] = fd
+      end
+      local t = x:timeout()
       if t ~= nil and (limit == nil or t < limit) then limit = t end
     end
   end
   local out = {}
   if n == 0 then return out end
-  local t0 = now()
   local ready, msg = wait(fds, limit)
   if ready == nil then error("zulip: step_all: " .. msg, 2) end
   local go = {}
-  for i = 1, #ready do go[ready[i]] = true end
-  local elapsed = now() - t0
+  for i = 1, #ready do go[fds[ready[i]]] = true end
+  local t0 = now()
   for k = 1, n do
-    local q = open[k]
-    if (go[k] or (due[k] ~= nil and due[k] <= elapsed)) and not q:_closed() then
-      local events, emsg, err = q:step(0)
-      if events == nil then
-        out[#out + 1] = { queue = q, error = err, message = emsg }
-      elseif #events > 0 then
-        out[#out + 1] = { queue = q, events = events }
+    local x = open[k]
+    if is_client(x) then
+      if not x:closed() then
+        for _, r in ipairs(x:step(0)) do out[#out + 1] = r end
+      end
+    elseif not x:_closed() then
+      -- a step of another queue of the same client may have done this one's work: ask again
+      local t = x:timeout()
+      if go[x:pollfd()] or (t ~= nil and t <= now() - t0) then
+        local events, emsg, err = x:step(0)
+        if events == nil then
+          out[#out + 1] = { queue = x, error = err, message = emsg }
+        elseif #events > 0 then
+          out[#out + 1] = { queue = x, events = events }
+        end
       end
     end
   end

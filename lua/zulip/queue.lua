@@ -169,7 +169,7 @@ local function failure(q, st, eng, msg, err)
     or ("retrying after %s in %.3f s"):format(d.reason, d.delay), info)
   if st._o.on_retry then eng:later(st._o.on_retry, info) end
   if d.action == "reregister" then st._stale = true else st._dont_block = true end
-  st._wake = now() + d.delay
+  st._wake, st._delay = now() + d.delay, d.delay
   eng.timers[q] = st._wake
 end
 
@@ -425,7 +425,11 @@ function Queue:each(opts)
       end
       if st.closed then return nil end
       if not st._busy then
-        if sleep and st._wake and st._wake > now() then sleep(st._wake - now()) end
+        if sleep and st._wake and st._wake > now() then  -- the caller's own sleep, for the backoff
+          sleep(st._delay)
+          st._wake = nil
+          eng.timers[self] = nil
+        end
         eng.todo[self] = true
       end
       eng:pump(nil)

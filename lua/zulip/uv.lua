@@ -1,11 +1,13 @@
---- Drive a queue from a libuv loop: Neovim's `vim.uv` (0.10+) or `vim.loop` (0.7 to 0.9), or
--- `require("luv")` anywhere else.
+--- Drive a client or a queue from a libuv loop: Neovim's `vim.uv` (0.10+) or `vim.loop` (0.7 to
+-- 0.9), or `require("luv")` anywhere else.
 --
--- The watcher polls the queue's `pollfd` with a `uv_poll` handle and calls `q:step(0)` whenever
--- it is readable. That fd alone is enough: the request's socket and timers, the end of a
--- retry's backoff and "start the next request" all make it readable (see `Queue:step`), so no
--- uv timer follows `q:timeout()` and an idle queue costs the loop nothing. A one-shot timer only
--- makes the first step.
+-- The watcher polls the client's `pollfd` with a `uv_poll` handle and steps whenever it is
+-- readable; every watcher of one client shares that one handle (libuv allows only one per fd).
+-- That fd alone is enough: the sockets and timers of every request, the end of a retry's backoff,
+-- "start the next request" and callbacks to run all make it readable, so no uv timer follows
+-- `timeout()` and an idle client costs the loop nothing. A one-shot timer only makes the first
+-- step. Requests with callbacks (`client:send_message(msg, cb)`) and background DELETEs
+-- (`q:close()`) are driven by the same steps, so nothing blocks the loop.
 --
 --     local zuv = require("zulip.uv")
 --     local h = zuv.watch(q, function(ev) print(ev.type) end,
@@ -47,18 +49,55 @@ local Watch = {}
 Watch.__index = Watch
 Watch.__name = "zulip.uv.Watch"
 
---- Stop watching: closes the uv handles; the queue stays open (close it yourself, after this).
--- Events not yet delivered are dropped. Idempotent; safe from inside the callbacks.
+-- One uv_poll per client fd (libuv allows only one active poll handle per fd): the shared poller
+-- steps every watcher of that client when the fd is readable.
+local pollers = setmetatable({}, { __mode = "k" })  -- engine -> { poll =, watchers = {} }
+
+local function poller_of(uv, eng, fd)
+  local p = pollers[eng]
+  if p and p.uv == uv and not p.poll:is_closing() then return p end
+  p = { uv = uv, watchers = {}, poll = uv.new_poll(fd) }
+  pollers[eng] = p
+  p.poll:start("r", function(perr)
+    local list = {}
+    for i, w in ipairs(p.watchers) do list[i] = w end
+    for _, w in ipairs(list) do
+      if perr then
+        w:_fail_loop(perr)
+      else
+        w.wakeups = w.wakeups + 1
+        w:_pump()
+      end
+    end
+  end)
+  return p
+end
+
+local function detach(h)
+  local p = h._poller
+  if p == nil then return end
+  h._poller = nil
+  for i, w in ipairs(p.watchers) do
+    if w == h then table.remove(p.watchers, i) break end
+  end
+  if #p.watchers == 0 and not p.poll:is_closing() then
+    p.poll:stop()
+    p.poll:close()
+  end
+end
+
+--- Stop watching: closes the watcher's uv handles; the client and the queue stay open (close them
+-- yourself, after this, or before: closing a queue does not close the client's fd). Events not yet
+-- delivered are dropped. Idempotent; safe from inside the callbacks.
 -- @treturn boolean true
 -- @usage h:stop(); q:close()
 function Watch:stop()
   if self.active then
     self.active = false
-    for _, handle in ipairs{ self._poll, self._kick } do
-      if not handle:is_closing() then
-        handle:stop()
-        handle:close()
-      end
+    detach(self)
+    if not self._kick:is_closing() then
+      self._kick:stop()
+      self._kick:close()
     end
   end
   return true
@@ -71,29 +110,95 @@ function Watch:is_active()
   return self.active
 end
 
---- Drive `q` from a libuv loop until `handle:stop()` or a fatal error.
--- Each event the queue returns is passed to `on_event(ev, q)`. All callbacks run under `pcall`:
--- an error in `on_event` is reported through `on_error` and the loop goes on. Inside Neovim the
--- callbacks run through `vim.schedule` (luv callbacks may not call most of the editor's API),
--- in order; elsewhere they run in the poll callback itself.
---
--- Stop the watcher before closing the queue: closing frees the fd that libuv is watching. A
--- queue closed from inside a callback is noticed and the watcher stops at once.
--- @tparam userdata q a `zulip.Queue` (registered or not; the first step registers it)
+function Watch:_report(msg, err)
+  local ok, e = pcall(self._on_error, msg, err)
+  if not ok then stderr_error("on_error raised: " .. tostring(e) .. " (reporting: " .. tostring(msg) .. ")") end
+end
+
+function Watch:_later(fn)
+  if self._schedule then self._schedule(fn) else fn() end
+end
+
+function Watch:_fatal(msg, err)
+  self:stop()
+  self:_later(function() self:_report(msg, err) end)
+end
+
+function Watch:_fail_loop(perr)
+  local e = errors.new("LOOP", "polling the client's fd failed: " .. tostring(perr))
+  self:_fatal(e.message, e)
+end
+
+function Watch:_deliver(ev, q)
+  self:_later(function()
+    if not self.active then return end
+    local ok, e = pcall(self._on_event, ev, q)
+    if not ok then
+      local err = errors.new("CALLBACK", "on_event raised: " .. tostring(e))
+      self:_report(err.message, err)
+    end
+  end)
+end
+
+local function closed(x)
+  if getmetatable(x) == "zulip.Client" then return x:closed() end
+  return x:_closed()
+end
+
+function Watch:_pump()
+  if not self.active or self._pumping then return end  -- re-entered from a callback that ran the loop
+  local x = self.target
+  if closed(x) then return self:stop() end
+  self._pumping = true
+  self.steps = self.steps + 1
+  local ok, a, b, c = pcall(x.step, x, 0)
+  self._pumping = false
+  if not ok then
+    local e = errors.new("CALLBACK", "step raised: " .. tostring(a))
+    return self:_fatal(e.message, e)
+  end
+  if self.is_client then
+    for _, r in ipairs(a) do
+      if r.events then
+        for _, ev in ipairs(r.events) do self:_deliver(ev, r.queue) end
+      else
+        self:_later(function() self:_report(r.message, r.error) end)
+      end
+    end
+  elseif a == nil then
+    return self:_fatal(b, c)
+  else
+    for _, ev in ipairs(a) do self:_deliver(ev, x) end
+  end
+  if self.active and closed(x) then self:stop() end
+end
+
+--- Drive a client (all of its queues and requests) or one queue from a libuv loop until
+-- `handle:stop()` or, for a queue, a fatal error.
+-- Each event is passed to `on_event(ev, q)`. All callbacks run under `pcall`: an error in
+-- `on_event` is reported through `on_error` and the loop goes on. Inside Neovim the callbacks run
+-- through `vim.schedule` (luv callbacks may not call most of the editor's API), in order;
+-- elsewhere they run in the poll callback itself. Watching a client, a queue that fails fatally is
+-- reported to `on_error` and stays quiet; the watcher goes on with the others.
+-- A queue or client closed from inside a callback is noticed and the watcher stops.
+-- @param x a client, or a `zulip.Queue` (registered or not: the first step registers it)
 -- @tparam function on_event `on_event(ev, q)`
 -- @tparam[opt] function on_error `on_error(msg, err)` (default: `vim.notify` in Neovim, else stderr)
 -- @tparam[opt] table opts `uv` (the binding: default `vim.uv`, then `vim.loop`, then `luv`),
 --   `schedule` (a function like `vim.schedule` that runs callbacks later; `false` for none;
 --   default `vim.schedule` when the binding is Neovim's, else none)
 -- @treturn table the watcher: `h:stop()`, `h:is_active()`, and counters `h.wakeups` (fd
---   readiness seen) and `h.steps` (calls of `q:step`)
+--   readiness seen) and `h.steps` (calls of `step`)
 -- @usage local zuv = require("zulip.uv")
 -- local h = zuv.watch(client:queue{ event_types = { "message" } }, function(ev)
 --   print(ev.message.sender_full_name .. ": " .. ev.message.content)
+--   client:send_message({ type = "stream", to = "Denmark", topic = "t", content = "seen" },
+--                       function(reply, msg) if not reply then print(msg) end end)
 -- end, function(msg) print("zulip stopped: " .. msg) end)
-function M.watch(q, on_event, on_error, opts)
-  if type(q) ~= "userdata" or type(q.pollfd) ~= "function" then
-    error("zulip.uv: watch expects a zulip.Queue", 2)
+function M.watch(x, on_event, on_error, opts)
+  local is_client = type(x) == "table" and getmetatable(x) == "zulip.Client"
+  if not is_client and (type(x) ~= "userdata" or type(x.pollfd) ~= "function" or type(x._state) ~= "function") then
+    error("zulip.uv: watch expects a client or a zulip.Queue", 2)
   end
   if type(on_event) ~= "function" then error("zulip.uv: on_event must be a function", 2) end
   if on_error ~= nil and type(on_error) ~= "function" then error("zulip.uv: on_error must be a function", 2) end
@@ -109,65 +214,15 @@ function M.watch(q, on_event, on_error, opts)
   if on_error == nil then
     on_error = in_vim and function(msg) rawget(_G, "vim").notify(msg, 4) end or stderr_error
   end
-  if q:_closed() then error("zulip.uv: queue is closed", 2) end
-
-  local h = setmetatable({ queue = q, active = true, wakeups = 0, steps = 0 }, Watch)
-  local poll = uv.new_poll(q:pollfd())
-  local kick = uv.new_timer()
-  h._poll, h._kick = poll, kick
-
-  local function report(msg, err)
-    local ok, e = pcall(on_error, msg, err)
-    if not ok then stderr_error("on_error raised: " .. tostring(e) .. " (reporting: " .. tostring(msg) .. ")") end
-  end
-
-  local function deliver(ev)
-    if not h.active then return end
-    local ok, e = pcall(on_event, ev, q)
-    if not ok then
-      local err = errors.new("CALLBACK", "on_event raised: " .. tostring(e))
-      report(err.message, err)
-    end
-  end
-
-  local function fatal(msg, err)
-    h:stop()
-    if schedule then schedule(function() report(msg, err) end) else report(msg, err) end
-  end
-
-  local pumping = false
-  local function pump()
-    if not h.active or pumping then return end  -- re-entered from a callback that ran the loop
-    if q:_closed() then return h:stop() end
-    pumping = true
-    h.steps = h.steps + 1
-    local ok, events, msg, err = pcall(q.step, q, 0)
-    if not ok then
-      local e = errors.new("CALLBACK", "q:step raised: " .. tostring(events))
-      pumping = false
-      return fatal(e.message, e)
-    end
-    if events == nil then
-      pumping = false
-      return fatal(msg, err)
-    end
-    for i = 1, #events do
-      local ev = events[i]
-      if schedule then schedule(function() deliver(ev) end) else deliver(ev) end
-    end
-    pumping = false
-    if h.active and q:_closed() then h:stop() end
-  end
-
-  poll:start("r", function(perr)
-    if perr then
-      local e = errors.new("LOOP", "polling the queue's fd failed: " .. tostring(perr))
-      return fatal(e.message, e)
-    end
-    h.wakeups = h.wakeups + 1
-    pump()
-  end)
-  kick:start(0, 0, pump)
+  if closed(x) then error(is_client and "zulip.uv: client is closed" or "zulip.uv: queue is closed", 2) end
+  local eng = is_client and x._engine or x:_state()._eng
+  local h = setmetatable({ target = x, queue = (not is_client) and x or nil, is_client = is_client,
+                           active = true, wakeups = 0, steps = 0, _on_event = on_event,
+                           _on_error = on_error, _schedule = schedule or nil }, Watch)
+  h._poller = poller_of(uv, eng, x:pollfd())
+  table.insert(h._poller.watchers, h)
+  h._kick = uv.new_timer()
+  h._kick:start(0, 0, function() h:_pump() end)
   return h
 end
 

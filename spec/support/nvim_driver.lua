@@ -77,7 +77,7 @@ vim.fn.timer_start(INTERVAL, function()
   last = t
   ticks = ticks + 1
   if gap > max_gap then max_gap = gap end
-  if view.queue:_busy() then  -- a request (the long-poll) is in flight right now
+  if view.queue:_state()._busy then  -- a request (the long-poll) is in flight right now
     busy_ticks = busy_ticks + 1
     if gap > busy_max_gap then busy_max_gap = gap end
   end
