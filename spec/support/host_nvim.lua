@@ -29,7 +29,7 @@ local function quit() vim.schedule(function() vim.cmd("qall!") end) end
 
 local ok, err = xpcall(function()
   local zulip = require("zulip")
-  local client, q, send
+  local client, q, send, before_finish
   if mode == "plugin" then
     vim.opt.runtimepath:append(root .. "/examples/nvim")
     vim.cmd("runtime plugin/zulip.lua")
@@ -38,13 +38,14 @@ local ok, err = xpcall(function()
     local view = plugin.open{ channel = "Denmark", client = { timeout = 10 }, on_message = on_message }
     client, q = view.client, view.queue
     send = function(msg, cb) return plugin.send(view, msg.content, { topic = msg.topic, callback = cb }) end
+    before_finish = function(info) info.plugin_sent = view.sent end  -- ids the plugin showed as sent
   else
     client = zulip.client{ timeout = 10 }
     q = client:queue{ event_types = { "message" }, apply_markdown = false }
   end
   S = scenario.new{
     host = mode == "plugin" and "nvim-plugin" or "nvim", interval = INTERVAL / 1000, client = client, queue = q,
-    now = function() return uv.hrtime() / 1e9 end, quit = quit, send = send,
+    now = function() return uv.hrtime() / 1e9 end, quit = quit, send = send, before_finish = before_finish,
     info = { nvim = version(), uv = vim.uv and "vim.uv" or "vim.loop", mode = mode },
   }
   S:prepare()

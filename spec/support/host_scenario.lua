@@ -19,7 +19,8 @@
 -- Environment: ZULIP_HOST_OUT (the out dir), ZULIP_HOST_SEND_WAIT (seconds a send's callback is
 -- awaited, default 6), ZULIP_HOST_SEND_WINDOW (seconds measured when no callback came, default
 -- 2.5), ZULIP_HOST_CLOSE_WINDOW and ZULIP_HOST_GC_WINDOW (seconds each of those
--- is watched, default 3.5), ZULIP_HOST_DEADLINE (seconds for the whole scenario, default 40).
+-- is watched, default 3.5), ZULIP_HOST_DEADLINE (seconds for the whole scenario, default 40),
+-- ZULIP_HOST_OPS (the operations to do, in order: default "send,close,gc").
 local M = {}
 
 local unpack = table.unpack or unpack  -- luacheck: ignore 143
@@ -77,21 +78,23 @@ end
 -- o: `host` (name), `now` (a clock in seconds), `interval` (the host timer's period in seconds,
 -- nil for a frame loop), `client`, `queue` (the main queue), `quit` (ends the host),
 -- `send` (optional: `send(msg, callback)` instead of `client:send_message`), `info` (a table of
--- host facts copied into the result)
+-- host facts copied into the result), `before_finish` (optional: `before_finish(info)` adds to it)
 function M.new(o)
   local out = os.getenv("ZULIP_HOST_OUT")
   if not out or out == "" then error("host_scenario: ZULIP_HOST_OUT is not set") end
   local self = setmetatable({
     host = o.host, now = o.now, interval = o.interval, client = o.client, queue = o.queue,
-    quit_host = o.quit, send = o.send, out = out,
+    quit_host = o.quit, send = o.send, before_finish = o.before_finish, out = out,
     send_wait = number_env("ZULIP_HOST_SEND_WAIT", 6),
     send_window = number_env("ZULIP_HOST_SEND_WINDOW", 2.5),
     close_window = number_env("ZULIP_HOST_CLOSE_WINDOW", 3.5),
     gc_window = number_env("ZULIP_HOST_GC_WINDOW", 3.5),
     deadline_s = number_env("ZULIP_HOST_DEADLINE", 40),
+    todo = {},
     phase = "register", ticks = {}, events = 0, ops = {}, notes = {},
     info = o.info or {},
   }, S)
+  for op in (os.getenv("ZULIP_HOST_OPS") or "send,close,gc"):gmatch("[^,]+") do self.todo[#self.todo + 1] = op end
   self.t_base = self.now()
   return self
 end
@@ -116,6 +119,10 @@ end
 function S:finish(err)
   if self.finished then return end
   self.finished = true
+  if self.before_finish then
+    local ok, e = pcall(self.before_finish, self.info)
+    if not ok then err = (err and (err .. "; ") or "") .. "before_finish raised: " .. tostring(e) end
+  end
   local r = {
     host = self.host, error = err, phase = self.phase, ticks = self.ticks, events = self.events,
     interval_ms = self.interval and self.interval * 1000 or nil, ops = self.ops, notes = self.notes,
@@ -167,7 +174,10 @@ function S:end_window(op)
   self.phase = "idle"
 end
 
-function S:want(name)
+-- Asks for the next operation, or ends the scenario after the last.
+function S:want_next()
+  local name = table.remove(self.todo, 1)
+  if not name then return self:finish(nil) end
   self.phase = "want-" .. name
   self:write("want-" .. name, "")
 end
@@ -188,7 +198,7 @@ function S:tick()
       self.phase, self.t_warm = "warm", t
     end
   elseif ph == "warm" then
-    if t - self.t_warm >= 500 then self:want("send") end
+    if t - self.t_warm >= 500 then self:want_next() end
   elseif ph == "send" then
     local op = self.ops.send
     if op.called or t - op.t0 >= self.send_wait * 1000 then
@@ -196,20 +206,20 @@ function S:tick()
       -- until the reply came; without one, as long as the server held it (plus a little): a
       -- send that blocked through the whole delay and never called back shows up as a freeze
       if op.t_cb then op.t1 = op.t_cb else op.t1 = math.min(op.t1, op.t0 + self.send_window * 1000) end
-      self:want("close")
+      self:want_next()
     end
   elseif ph == "close" then
     local op = self.ops.close
     if t - op.t0 >= self.close_window * 1000 then
       self:end_window(op)
-      self:want("gc")
+      self:want_next()
     end
   elseif ph == "gc" then
     local op = self.ops.gc
     if t - op.t0 >= self.gc_window * 1000 then
       self:end_window(op)
       op.collected = self.gc_ref[1] == nil
-      self:finish(nil)
+      self:want_next()
     end
   end
 end
