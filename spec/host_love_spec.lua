@@ -35,6 +35,7 @@ describe("LÖVE (q:step(0) per frame, under xvfb-run) while the server is slow",
       hosts.check(srv, r, run)
     end)
     run.stop()
-    if not ok then error(err, 0) end
+    if not ok then error(tostring(err) .. "\n  (the host's files: " .. run.dir .. ")", 0) end
+    run.cleanup()
   end)
 end)

@@ -41,7 +41,8 @@ describe("Neovim (zulip.uv, 10 ms editor timer) while the server is slow", funct
       hosts.check(srv, r, run, extra)
     end)
     run.stop()
-    if not ok then error(err, 0) end
+    if not ok then error(tostring(err) .. "\n  (the host's files: " .. run.dir .. ")", 0) end
+    run.cleanup()
   end
 
   it("keeps ticking through a send from on_event (reply delayed 2 s), q:close() and a collected queue"

@@ -37,6 +37,7 @@ describe("WeeChat (hook_fd on client:pollfd(), 10 ms hook_timer) while the serve
                                      .. " queue's fd and q:step(0) stood in (" .. tostring(r.info.driver) .. ")" } })
     end)
     run.stop()
-    if not ok then error(err, 0) end
+    if not ok then error(tostring(err) .. "\n  (the host's files: " .. run.dir .. ")", 0) end
+    run.cleanup()
   end)
 end)

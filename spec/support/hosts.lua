@@ -69,7 +69,8 @@ M.wait_for = wait_for
 -- opts: `name`, `argv` (the command), `env` (variables to set), `limit` (seconds, default 60),
 -- `ops` (the operations, default all of `M.OPS`: "send", "close", "gc");
 -- The host gets ZULIP_HOST_ROOT, ZULIP_HOST_OUT (a fresh dir) and the bot's credentials.
--- @return the run: `dir`, `pid`, `log()` (its output), `alive()`, `stop()`
+-- @return the run: `dir`, `pid`, `log()` (its output), `alive()`, `stop()`, `cleanup()` (removes
+--   the dir; the specs call it only after a pass, so a failure leaves everything to look at)
 function M.start(srv, opts)
   local dir = util.tmpdir()
   local bot = srv.users.bot
@@ -101,6 +102,7 @@ function M.start(srv, opts)
     return "\n-- " .. opts.name .. "'s output:\n" .. log
   end
   function run.alive() return devserver.process_alive(run.pid) end
+  function run.cleanup() sh("rm -rf " .. util.shquote(dir)) end
   function run.stop()
     if run.alive() then sh("kill -TERM -- -" .. run.pid .. " 2>/dev/null") end
     if not wait_for(10, function() return not run.alive() end) then
