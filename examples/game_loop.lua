@@ -1,11 +1,15 @@
---- A game-style frame loop that receives Zulip messages without ever stalling a frame: each
--- frame calls `q:step(0)` (which never blocks), handles what arrived, "renders", and sleeps
+--- A game-style frame loop that receives and sends Zulip messages without ever stalling a frame:
+-- each frame calls `q:step(0)` (which never blocks), handles what arrived, "renders", and sleeps
 -- until the next frame. The long-poll, retries and re-registering all happen between frames.
+-- A message that starts with "ping" is answered with "pong" through the callback form of
+-- `client:send_message`: the call returns at once, and the callback runs from a later frame's
+-- `q:step(0)` when the server has answered, however long that takes.
 --
 --     lua examples/game_loop.lua [frames [fps]]     (default: 600 frames at 60 fps)
 --
 -- Credentials: ZULIP_SITE, ZULIP_EMAIL, ZULIP_API_KEY, or ~/.zuliprc. Prints one line per
--- message ("frame N: Sender: content") and a summary line at the end.
+-- message ("frame N: Sender: content"), one per pong sent ("frame N: sent pong (id I): F frames
+-- in S s while the reply was on its way") and a summary line at the end.
 local zulip = require("zulip")
 local core = require("zulip.core")  -- its monotonic clock and sleep; a game brings its own
 
@@ -21,8 +25,28 @@ local started = core.now()
 local next_frame = started
 local worst, total, messages, late = 0, 0, 0, 0
 local registered = false
+local current, pending = 0, 0
+
+-- Answers "ping" without waiting: the frame goes on, the callback reports when the reply came.
+local function answer(m)
+  local to, topic = m.display_recipient, m.subject or m.topic
+  local reply_to = m.type == "stream" and { type = "stream", to = to, topic = topic, content = "pong" }
+    or { type = "private", to = { m.sender_email }, content = "pong" }
+  local sent_frame, sent_at = current, core.now()
+  pending = pending + 1
+  client:send_message(reply_to, function(reply, msg)
+    pending = pending - 1
+    if reply then
+      print(("frame %d: sent pong (id %s): %d frames in %.3f s while the reply was on its way")
+        :format(current, tostring(reply.id), current - sent_frame, core.now() - sent_at))
+    else
+      print(("frame %d: sending pong failed: %s"):format(current, msg))
+    end
+  end)
+end
 
 for frame = 1, frames do
+  current = frame
   local t0 = core.now()
   local events, msg = q:step(0)
   local spent = core.now() - t0
@@ -40,6 +64,9 @@ for frame = 1, frames do
     if ev.type == "message" then
       messages = messages + 1
       print(("frame %d: %s: %s"):format(frame, ev.message.sender_full_name, ev.message.content))
+      if ev.message.sender_email ~= client.email and tostring(ev.message.content):match("^ping") then
+        answer(ev.message)
+      end
     end
   end
 
@@ -55,6 +82,6 @@ for frame = 1, frames do
   end
 end
 
-print(("frames=%d messages=%d late_frames=%d seconds=%.2f step_max_ms=%.3f step_mean_ms=%.4f")
-  :format(frames, messages, late, core.now() - started, worst * 1000, total / frames * 1000))
+print(("frames=%d messages=%d late_frames=%d seconds=%.2f step_max_ms=%.3f step_mean_ms=%.4f pending_sends=%d")
+  :format(frames, messages, late, core.now() - started, worst * 1000, total / frames * 1000, pending))
 q:close()

@@ -1,6 +1,7 @@
 -- The examples run against the dev server here, so they never rot.
 local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
+local socket = require("socket")
 
 describe("examples", function()
   local srv, dir
@@ -23,6 +24,29 @@ describe("examples", function()
     local out = p:read("*a")
     local ok = p:close()
     return out, ok == true or ok == 0
+  end
+
+  -- starts an example in the background (bounded by `timeout`); returns its output file and a
+  -- function that waits (at most `secs`) for the example to end and returns its output
+  local function start(script, args, env)
+    local parts = { "env" }
+    for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. util.shquote(v) end
+    parts[#parts + 1] = "LUA_PATH=" .. util.shquote(package.path)
+    parts[#parts + 1] = "LUA_CPATH=" .. util.shquote(package.cpath)
+    parts[#parts + 1] = "timeout 30 " .. util.lua_bin() .. " " .. util.shquote(util.root .. "/examples/" .. script)
+    for _, a in ipairs(args or {}) do parts[#parts + 1] = util.shquote(a) end
+    local out = dir .. "/" .. script .. ".out"
+    os.remove(out)
+    assert(os.execute("(" .. table.concat(parts, " ") .. " </dev/null >" .. util.shquote(out)
+                      .. " 2>&1; echo $? >" .. util.shquote(out .. ".rc") .. ") &"))
+    os.remove(out .. ".rc")
+    local function output() return util.read_file(out) or "" end
+    local function finish(secs)
+      local deadline = util.now() + secs
+      while not util.read_file(out .. ".rc") and util.now() < deadline do socket.sleep(0.05) end
+      return output(), (util.read_file(out .. ".rc") or ""):match("^0") ~= nil
+    end
+    return output, finish
   end
 
   local function msg(content, extra)
@@ -83,5 +107,31 @@ describe("examples", function()
     assert.matches("%[alice@example.com%] Alice: psst", out)
     assert.matches("%[bot@example.com%] Echo Bot: Alice wrote to bot@example.com: psst", out)
     assert.matches("%[alice@example.com%] Echo Bot: Alice wrote to bot@example.com: psst", out)
+    -- the post went out in the callback form: its callback ran from a later step_all
+    assert.matches("%[bot@example.com%] bridged as message %d+", out)
+  end)
+
+  it("game_loop.lua answers ping without stalling its frames while the server delays the reply 2 s", function()
+    local fps = 60
+    local output, finish = start("game_loop.lua", { "240", tostring(fps) }, { ZULIP_CONFIG = zuliprc("bot") })
+    local deadline = util.now() + 15
+    while not output():find("registered queue", 1, true) and not output():find("frames=", 1, true)
+          and util.now() < deadline do
+      socket.sleep(0.02)
+    end
+    assert.matches("registered queue", output())
+    srv:control("POST", "/test/fault", { kind = "delay", seconds = 2, path = "/api/v1/messages", method = "POST" })
+    srv:control("POST", "/test/messages", { count = 1, to = "Denmark", topic = "game", content_prefix = "ping" })
+    local out, ok = finish(25)
+    assert.is_true(ok, out)
+    assert.matches("Alice: ping1\n", out)
+    local frames, secs = out:match("sent pong %(id %d+%): (%d+) frames in ([%d.]+) s while the reply was on its way")
+    assert.is_truthy(frames, "the pong's callback never reported (did send_message block?):\n" .. out)
+    frames, secs = tonumber(frames), tonumber(secs)
+    assert.is_true(secs >= 1.8, "the reply came after " .. secs .. " s: the server's delay was not in effect")
+    -- the frames kept coming while the reply was on its way: at least 70% of those expected
+    assert.is_true(frames >= 0.7 * secs * fps, ("%d frames in %.3f s (%.0f expected):\n%s")
+      :format(frames, secs, secs * fps, out))
+    assert.matches("pending_sends=0", out)
   end)
 end)

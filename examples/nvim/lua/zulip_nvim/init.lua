@@ -4,6 +4,7 @@
 --
 --     :ZulipOpen            all messages the account receives
 --     :ZulipOpen Denmark    one channel
+--     :ZulipSend text       post to this view's channel (topic "nvim"), without waiting
 --     :ZulipClose           stop and delete the server's queue
 --
 -- Credentials come from `ZULIP_SITE`/`ZULIP_EMAIL`/`ZULIP_API_KEY` or `~/.zuliprc` (see
@@ -45,6 +46,7 @@ end
 --- Open a buffer that shows incoming messages.
 -- @tparam[opt] table opts `client` (options for `zulip.client`, default: environment/zuliprc),
 --   `channel` (only this channel), `window` (false: don't show the buffer in the current window),
+--   `on_message` (`on_message(view, message)`, called for each message after it is shown),
 --   `zulip` (the module, for tests)
 -- @treturn table the view: `buf`, `queue`, `watch` (the `zulip.uv` watcher), `messages` (count)
 -- @usage local view = require("zulip_nvim").open{ channel = "Denmark" }
@@ -60,11 +62,12 @@ function M.open(opts)
   vim.api.nvim_buf_set_option(buf, "filetype", "zulip")
   vim.api.nvim_buf_set_lines(buf, 0, -1, false,
     { ("-- Zulip: %s at %s%s --"):format(client.email, client.site, opts.channel and (", #" .. opts.channel) or "") })
-  local view = { buf = buf, queue = q, client = client, messages = 0 }
+  local view = { buf = buf, queue = q, client = client, channel = opts.channel, messages = 0, sent = {} }
   view.watch = require("zulip.uv").watch(q, function(ev)
     if ev.type == "message" then
       view.messages = view.messages + 1
       append(view, format_message(ev.message))
+      if opts.on_message then opts.on_message(view, ev.message) end
     end
   end, function(msg, err)
     append(view, { "!! " .. msg })
@@ -74,6 +77,30 @@ function M.open(opts)
   vim.api.nvim_create_autocmd("BufWipeout", { buffer = buf, once = true, callback = function() M.close(view) end })
   if opts.window ~= false then vim.api.nvim_win_set_buf(0, buf) end
   return view
+end
+
+--- Post a message to the view's channel without waiting for the reply: the editor goes on at
+-- once, and when the server answers (the view's watcher drives the request) the buffer shows
+-- "-> sent (id N)" or the error.
+-- @tparam table view a view from `open` (one with a channel)
+-- @tparam string content the message text
+-- @tparam[opt] table opts `topic` (default `"nvim"`), `callback` (`callback(reply)` or
+--   `callback(nil, msg, err)`, after the buffer has been updated)
+-- @return the request's handle (`handle:cancel()`)
+-- @usage require("zulip_nvim").send(view, "hello from the editor")
+function M.send(view, content, opts)
+  opts = opts or {}
+  if not view.channel then error("zulip_nvim: this view has no channel to send to", 2) end
+  local msg = { type = "stream", to = view.channel, topic = opts.topic or "nvim", content = content }
+  return view.client:send_message(msg, function(reply, emsg, err)
+    if reply then
+      view.sent[#view.sent + 1] = reply.id
+      append(view, { ("-> sent (id %s)"):format(tostring(reply.id)) })
+    else
+      append(view, { "!! send failed: " .. tostring(emsg) })
+    end
+    if opts.callback then opts.callback(reply, emsg, err) end
+  end)
 end
 
 --- Stop a view's watcher and close its queue (which deletes it on the server).
