@@ -25,15 +25,17 @@ static int zxfer_unsendable(const char *p) {
  * LC_NUMERIC, which a host may have set); else the HTTP-date form. < 0 when neither. */
 static double zxfer_seconds(const char *v, size_t n) {
   char value[64];
-  double secs = 0, scale = 1;
+  double mant = 0, scale = 1, secs;
   size_t i = 0;
   int digits = 0;
   time_t when;
   while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n')) n--;
-  for (; i < n && v[i] >= '0' && v[i] <= '9' && digits < 12; i++, digits++) secs = secs * 10 + (v[i] - '0');
+  /* digits into an exact integer mantissa, then one division: "0.75" is 75 / 100, as strtod makes it */
+  for (; i < n && v[i] >= '0' && v[i] <= '9' && digits < 15; i++, digits++) mant = mant * 10 + (v[i] - '0');
   if (i < n && v[i] == '.' && digits > 0)
-    for (i++; i < n && v[i] >= '0' && v[i] <= '9'; i++) secs += (v[i] - '0') * (scale /= 10);
-  if (digits > 0 && i == n) return secs;
+    for (i++; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+      if (digits < 15) mant = mant * 10 + (v[i] - '0'), scale *= 10, digits++;
+  if (digits > 0 && i == n) return mant / scale;
   if (n >= sizeof value) return -1;
   memcpy(value, v, n);
   value[n] = 0;

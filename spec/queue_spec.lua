@@ -246,7 +246,7 @@ describe("queues against the dev server", function()
         end
         return id
       ]]))
-      id = chunk(client)
+      id = chunk(zulip.client{ site = srv.site, email = srv.users.bot.email, api_key = srv.users.bot.api_key })
       for _, info in ipairs(srv:control("GET", "/test/queues").queues) do assert.are_not.equal(id, info.id) end
     end
   end)

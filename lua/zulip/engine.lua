@@ -49,16 +49,22 @@ function Engine:later(fn, a, b, c)
   self.nready = n
 end
 
---- Run the queued callbacks; one that raises leaves the rest queued and raises on.
+--- Run the queued callbacks; one that raises leaves the rest queued and raises on. With a
+-- scheduler (`zulip.uv` inside Neovim sets `vim.schedule`: a libuv callback may not call most of
+-- the editor's API), they are handed to it, in order, instead.
 -- @local
 function Engine:run_ready()
-  local ready = self.ready
+  local ready, schedule = self.ready, self.schedule
   while self.first <= self.nready do
     local i = self.first
     local item = ready[i]
     ready[i] = nil
     self.first = i + 1
-    item[1](item[2], item[3], item[4])
+    if schedule then
+      schedule(function() item[1](item[2], item[3], item[4]) end)
+    else
+      item[1](item[2], item[3], item[4])
+    end
   end
   self.first, self.nready = 1, 0
 end

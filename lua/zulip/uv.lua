@@ -56,9 +56,16 @@ local pollers = setmetatable({}, { __mode = "k" })  -- engine -> { poll =, watch
 local function poller_of(uv, eng, fd)
   local p = pollers[eng]
   if p and p.uv == uv and not p.poll:is_closing() then return p end
-  p = { uv = uv, watchers = {}, poll = uv.new_poll(fd) }
+  p = { uv = uv, eng = eng, watchers = {}, poll = uv.new_poll(fd) }
   pollers[eng] = p
   p.poll:start("r", function(perr)
+    if #p.watchers == 0 then  -- no watcher left: finish what is pending (a DELETE), then stop
+      if perr or eng.core:closed() or not pcall(eng.pump, eng, 0) or next(eng.pending) == nil then
+        p.poll:stop()
+        p.poll:close()
+      end
+      return
+    end
     local list = {}
     for i, w in ipairs(p.watchers) do list[i] = w end
     for _, w in ipairs(list) do
@@ -80,15 +87,19 @@ local function detach(h)
   for i, w in ipairs(p.watchers) do
     if w == h then table.remove(p.watchers, i) break end
   end
-  if #p.watchers == 0 and not p.poll:is_closing() then
+  -- the last watcher gone: the handle stays while the client has requests pending (a closed
+  -- queue's DELETE), so they still go out; the poll callback closes it when they are done
+  if #p.watchers == 0 and not p.poll:is_closing() and (p.eng.core:closed() or next(p.eng.pending) == nil) then
     p.poll:stop()
     p.poll:close()
   end
 end
 
 --- Stop watching: closes the watcher's uv handles; the client and the queue stay open (close them
--- yourself, after this, or before: closing a queue does not close the client's fd). Events not yet
--- delivered are dropped. Idempotent; safe from inside the callbacks.
+-- yourself, before or after this). Events not yet delivered are dropped. Requests the client still
+-- has pending (a closed queue's DELETE) are driven to their end by the loop all the same, so
+-- `q:close(); h:stop()` never blocks and still deletes the server's queue. Idempotent; safe from
+-- inside the callbacks.
 -- @treturn boolean true
 -- @usage h:stop(); q:close()
 function Watch:stop()
@@ -216,6 +227,7 @@ function M.watch(x, on_event, on_error, opts)
   end
   if closed(x) then error(is_client and "zulip.uv: client is closed" or "zulip.uv: queue is closed", 2) end
   local eng = is_client and x._engine or x:_state()._eng
+  if schedule then eng.schedule = schedule end  -- request callbacks, on_reset, on_log: through it too
   local h = setmetatable({ target = x, queue = (not is_client) and x or nil, is_client = is_client,
                            active = true, wakeups = 0, steps = 0, _on_event = on_event,
                            _on_error = on_error, _schedule = schedule or nil }, Watch)

@@ -18,5 +18,5 @@ vim.api.nvim_create_user_command("ZulipClose", function()
 end, { desc = "Stop showing Zulip messages (in this buffer, else everywhere)" })
 
 vim.api.nvim_create_autocmd("VimLeavePre", {
-  callback = function() require("zulip_nvim").close() end,
+  callback = function() require("zulip_nvim").close(nil, { wait = 2 }) end,  -- the loop turns no more
 })

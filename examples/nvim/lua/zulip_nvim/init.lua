@@ -103,10 +103,13 @@ function M.send(view, content, opts)
   end)
 end
 
---- Stop a view's watcher and close its queue (which deletes it on the server).
+--- Close a view's queue and stop its watcher. The queue's DELETE goes out in the background (the
+-- loop drives it), so the editor never waits; with `opts.wait` (seconds, for leaving Neovim, when
+-- the loop will not turn again) the client is closed and waited for, at most that long.
 -- @tparam[opt] table view default: the view in the current buffer, else every view
+-- @tparam[opt] table opts `wait`
 -- @usage require("zulip_nvim").close()
-function M.close(view)
+function M.close(view, opts)
   local list = {}
   if view then
     list[1] = view
@@ -117,8 +120,9 @@ function M.close(view)
   end
   for _, v in ipairs(list) do
     views[v.buf] = nil
-    v.watch:stop()  -- first: closing the queue frees the fd libuv watches
     v.queue:close()
+    v.watch:stop()
+    if opts and opts.wait then v.client:close(opts.wait) end
   end
 end
 
