@@ -199,7 +199,7 @@ static void zeng_due_now(zeng *e) {
 static int zeng_count_done(const zeng *e) {
   int n = 0;
   const zxfer *x;
-  for (x = e->done; x != NULL; x = x->next_done) n++;
+  for (x = e->done; x != NULL; x = x->next_done) n += !x->detached;
   return n;
 }
 
@@ -213,7 +213,7 @@ int zeng_drive(zeng *e, long wait_ms) {
     long t;
     int n, i;
     zeng_due_now(e);
-    if (e->closed || e->done != NULL) break;
+    if (e->closed || zeng_count_done(e) > 0) break;
     now = zpoll_now_ms();
     if (polled && deadline >= 0 && now >= deadline) break;
     if (e->running == NULL && deadline < 0) break;  /* nothing can end: never wait for ever */
@@ -236,8 +236,16 @@ int zeng_drive(zeng *e, long wait_ms) {
   return zeng_count_done(e);
 }
 
+int zeng_detached(const zeng *e) {
+  int n = 0;
+  const zxfer *x;
+  for (x = e->running; x != NULL; x = x->next) n += x->detached;
+  return n;
+}
+
 zxfer *zeng_take(zeng *e) {
-  zxfer *x = e->done;
+  zxfer *x;
+  while ((x = e->done) != NULL && x->detached) zxfer_cancel(x);  /* ended: nobody to tell, free it */
   if (x == NULL) return NULL;
   e->done = x->next_done;
   if (e->done == NULL) e->done_tail = NULL;

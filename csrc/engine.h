@@ -50,6 +50,7 @@ enum zxfer_state { ZXFER_IDLE, ZXFER_RUNNING, ZXFER_DONE };
 
 struct zxfer {
   int refs;                    /* the Lua object, and the engine while it runs */
+  int detached;                /* no Lua object: a request nobody waits for, freed when it ends */
   zeng *eng;                   /* counted reference */
   CURL *easy;
   enum zxfer_state state;
@@ -91,6 +92,7 @@ int zeng_fd(const zeng *e);                     /* -1 once closed */
  * eng->done, or -1 when a signal interrupted the wait (the caller should return to Lua). */
 int zeng_drive(zeng *e, long wait_ms);
 zxfer *zeng_take(zeng *e);                      /* the next finished transfer, or NULL */
+int zeng_detached(const zeng *e);               /* detached transfers still running */
 long zeng_timeout_ms(const zeng *e);            /* ms until a drive is due; -1: only on fd activity */
 /* Makes the fd readable after ms (0: at once; < 0: cancels), so a loop watching only the fd wakes
  * for the owner's own timers (a retry's backoff, a queue with events to hand out). One-shot:
@@ -106,6 +108,10 @@ void zxfer_release(zxfer *x);                   /* cancels it if running; frees 
 int zxfer_start(zxfer *x, const char *method, const char *path_query, const char *body, size_t body_len,
                 long timeout_ms);
 void zxfer_cancel(zxfer *x);                    /* ends a running transfer; no callback, no result */
+/* Starts a request that no Lua object owns (a queue's DELETE from the garbage collector, which
+ * must not make new Lua objects: at lua_close this module may be unloaded before they are
+ * finalized). It is freed when it ends. Returns 0, or -1 with the reason in err. */
+int zxfer_detached(zeng *e, const char *method, const char *path_query, long timeout_ms, char *err, size_t errlen);
 /* Engine internals shared by engine.c and xfer.c. */
 void zxfer_finish(zxfer *x, CURLcode rc);       /* curl said it ended: classify, move to done */
 long long zxfer_due_ms(const zxfer *x);         /* when its low-speed window must be checked, -1 */

@@ -104,6 +104,29 @@ static int zulip_engine_drive(lua_State *L) {
   return 2;
 }
 
+/* eng:background(method, path_and_query, timeout_seconds) -> true | nil, msg: a request nobody
+ * waits for and no Lua object stands for (safe from a finalizer); eng:backgrounds() counts them */
+static int zulip_engine_background(lua_State *L) {
+  zeng *e = zulip_engine_check(L);
+  size_t pl;
+  const char *method = luaL_checkstring(L, 2);
+  const char *path = luaL_checklstring(L, 3, &pl);
+  long timeout = zulip_engine_ms(L, 4, "timeout");
+  char err[CURL_ERROR_SIZE];
+  if (strlen(path) != pl || zxfer_detached(e, method, path, timeout, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, strlen(path) != pl ? "the request path has a NUL byte" : err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int zulip_engine_backgrounds(lua_State *L) {
+  lua_pushinteger(L, zeng_detached(zulip_engine_check(L)));
+  return 1;
+}
+
 static int zulip_engine_pollfd(lua_State *L) {
   lua_pushinteger(L, zeng_fd(zulip_engine_check(L)));
   return 1;
@@ -269,6 +292,8 @@ static int zulip_transfer_owner(lua_State *L) {
 
 static const luaL_Reg zulip_engine_methods[] = {
   {"transfer", zulip_engine_transfer},
+  {"background", zulip_engine_background},
+  {"backgrounds", zulip_engine_backgrounds},
   {"drive", zulip_engine_drive},
   {"pollfd", zulip_engine_pollfd},
   {"timeout", zulip_engine_timeout},

@@ -201,10 +201,24 @@ static void zxfer_unlink(zxfer *x) {
 }
 
 void zxfer_cancel(zxfer *x) {
+  int detached = x->detached;
   if (x->state == ZXFER_IDLE) return;
   zxfer_unlink(x);
   x->state = ZXFER_IDLE;
-  zxfer_release(x);  /* the engine's reference */
+  zxfer_release(x);               /* the engine's reference */
+  if (detached) zxfer_release(x); /* and its own: nobody else holds it */
+}
+
+int zxfer_detached(zeng *e, const char *method, const char *path_query, long timeout_ms, char *err, size_t errlen) {
+  zxfer *x = zxfer_new(e, err, errlen);
+  if (x == NULL) return -1;
+  if (zxfer_start(x, method, path_query, NULL, 0, timeout_ms) != 0) {
+    snprintf(err, errlen, "%s", x->errbuf);
+    zxfer_release(x);
+    return -1;
+  }
+  x->detached = 1;
+  return 0;
 }
 
 void zxfer_release(zxfer *x) {

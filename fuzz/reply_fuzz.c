@@ -1,8 +1,8 @@
-/* reply_fuzz.c: libFuzzer target for everything a hostile server's reply goes through: the
- * transport reading it off a real socket (csrc/http.c), the HTTP/1.1 parser (status line, headers,
- * framing, decompression, Retry-After, max_reply_bytes: csrc/h1.c), the debug trace and its
- * scrubbing, the JSON decoder, and the Lua layer that classifies the outcome (zulip.errors, the
- * register/poll handling of zulip.queue). fuzz/h1_fuzz.c fuzzes the parser alone, much faster.
+/* reply_fuzz.c: libFuzzer target for everything a hostile server's reply goes through: libcurl
+ * reading it off a real socket through our engine (csrc/engine.c, xfer.c: the callbacks that
+ * count headers and body against max_reply_bytes, Retry-After), the debug trace and its
+ * scrubbing, the JSON decoder, and the Lua layer that classifies the outcome (zulip.outcome, the
+ * register/poll handling of zulip.queue, the request policy of zulip.engine).
  *
  * A server thread in this process listens on 127.0.0.1; for each input it accepts one connection,
  * writes the input's bytes, half-closes, and drains the request until the client hangs up. The
@@ -64,7 +64,7 @@ static const char fuzz_script[] =
   "  local op = mode % 4\n"
   "  local lines = 0\n"
   "  local client = zulip.client{ site = 'http://127.0.0.1:' .. port, email = EMAIL, api_key = KEY,\n"
-  "    timeout = 5, max_reply_bytes = (mode & 4) ~= 0 and 512 or nil, debug = (mode & 8) ~= 0,\n"
+  "    timeout = 5, backoff = { base = 0, cap = 0 }, max_reply_bytes = (mode & 4) ~= 0 and 512 or nil, debug = (mode & 8) ~= 0,\n"
   "    on_log = function(level, msg, fields)\n"
   "      lines = lines + 1\n"
   "      clean('a ' .. tostring(level) .. ' log line', msg)\n"
@@ -83,7 +83,7 @@ static const char fuzz_script[] =
   "    clean('tostring(q)', tostring(q))\n"
   "    q:close()\n"
   "  end\n"
-  "  if client._rest then client._rest:close() end\n"
+  "  client:close(0)\n"
   "  clean('tostring(client)', tostring(client))\n"
   "  if r == nil then\n"
   "    if type(msg) ~= 'string' or type(err) ~= 'table' or type(err.code) ~= 'string' then\n"
@@ -104,10 +104,11 @@ static struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int listen_fd, port;
+  int wake[2];           /* the main thread writes a byte when a run's client is done */
   const uint8_t *reply;  /* set by the main thread for one run */
   size_t reply_len;
   int job, done;         /* job: a run is waiting to be served; done: it was */
-} srv = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, 0, NULL, 0, 0, 0};
+} srv = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1, 0, {-1, -1}, NULL, 0, 0, 0};
 
 static int wait_fd(int fd, short events) {
   struct pollfd p;
@@ -117,13 +118,28 @@ static int wait_fd(int fd, short events) {
   return poll(&p, 1, FUZZ_IO_TIMEOUT_MS) == 1;
 }
 
-static void serve_one(const uint8_t *reply, size_t len) {
+/* Waits for the next connection of this run; -1 when the client is done (or never came). */
+static int next_client(void) {
+  struct pollfd p[2];
+  char b;
+  p[0].fd = srv.listen_fd;
+  p[0].events = POLLIN;
+  p[1].fd = srv.wake[0];
+  p[1].events = POLLIN;
+  p[0].revents = p[1].revents = 0;
+  if (poll(p, 2, 10 * FUZZ_IO_TIMEOUT_MS) <= 0) return -1;
+  if (p[1].revents) {
+    if (read(srv.wake[0], &b, 1) < 0) { /* drained */ }
+    return -1;
+  }
+  return accept(srv.listen_fd, NULL, NULL);
+}
+
+/* Every connection of a run gets the same bytes: a GET that the client retries (after a reply
+ * that failed) connects again. */
+static void serve_one(int fd, const uint8_t *reply, size_t len) {
   char sink[4096];
   size_t off = 0;
-  int fd;
-  if (!wait_fd(srv.listen_fd, POLLIN)) return;  /* the client never came (it failed early) */
-  fd = accept(srv.listen_fd, NULL, NULL);
-  if (fd < 0) return;
   while (off < len && wait_fd(fd, POLLOUT)) {
     ssize_t n = send(fd, reply + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
@@ -150,7 +166,11 @@ static void *server_main(void *arg) {
     reply = srv.reply;
     len = srv.reply_len;
     pthread_mutex_unlock(&srv.mu);
-    serve_one(reply, len);
+    for (;;) {
+      int fd = next_client();
+      if (fd < 0) break;
+      serve_one(fd, reply, len);
+    }
     pthread_mutex_lock(&srv.mu);
     srv.job = 0;
     srv.done = 1;
@@ -175,6 +195,7 @@ static void server_start(void) {
       getsockname(srv.listen_fd, (struct sockaddr *)&a, &alen) != 0)
     abort();
   srv.port = ntohs(a.sin_port);
+  if (pipe(srv.wake) != 0) abort();
   if (pthread_create(&t, NULL, server_main, NULL) != 0) abort();
   pthread_detach(t);
 }
@@ -232,6 +253,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   }
   lua_settop(L, 0);
+  if (write(srv.wake[1], "x", 1) != 1) abort();  /* the client is done: no more connections */
 
   pthread_mutex_lock(&srv.mu);
   while (!srv.done) pthread_cond_wait(&srv.cv, &srv.mu);

@@ -197,7 +197,10 @@ local function request_decision(op, err, res)
   end
   if not retry or op.attempt >= REQUEST_ATTEMPTS then return nil end
   local d = op.policy:decide(err)
-  return d.action == "retry" and d.delay or nil
+  -- bounded in time too: no retry that would start after the request's own timeout has passed
+  -- since its first try (a 429 asking for minutes fails now, with err.retry_after)
+  if d.action ~= "retry" or now() + d.delay > op.started + op.timeout then return nil end
+  return d.delay
 end
 
 function Request:finished(eng)
@@ -265,6 +268,7 @@ function Engine:request(method, target, body, timeout, callback)
                             body = body, timeout = timeout, callback = callback, attempt = 0,
                             policy = policy.new(self.client._backoff) }, Request)
   op.x = self.core:transfer(op)
+  op.started = now()
   self.pending[op] = true
   op:start(self)
   if callback then
@@ -277,28 +281,22 @@ end
 
 -- ---- DELETEs in the background --------------------------------------------------------------
 
-local Background = {}
-Background.__index = Background
-
-function Background:finished(eng)
-  eng:flush_trace(self.x)
-  eng.pending[self] = nil
-  self.done = true
-end
-
---- Start a request nobody waits for (a queue's DELETE); returns its operation (`op.done`).
--- Never waits and never raises: a failure is dropped (the server collects a queue anyway).
+--- Start a request nobody waits for (a queue's DELETE). It makes no Lua object, so it is safe
+-- from a finalizer; it never waits and never raises: a failure is dropped (the server collects a
+-- queue anyway). Returns true when it went out.
 -- @local
 function Engine:background(method, target, timeout)
-  if self.core:closed() then return nil end
-  local op = setmetatable({}, Background)
-  local ok, x = pcall(self.core.transfer, self.core, op)
-  if not ok then return nil end
-  op.x = x
-  if not x:start(method, target, nil, timeout) then return nil end
-  self.pending[op] = true
+  if self.core:closed() then return false end
+  local ok, started = pcall(self.core.background, self.core, method, target, timeout)
+  if not (ok and started) then return false end
   self:arm()
-  return op
+  return true
+end
+
+--- Whether requests are still pending: with callbacks, or in the background.
+-- @local
+function Engine:busy()
+  return not self.core:closed() and (next(self.pending) ~= nil or self.core:backgrounds() > 0)
 end
 
 --- Pump until `done()` is true or `seconds` have passed.
@@ -321,10 +319,10 @@ function Engine:close(seconds)
   local qs = {}
   for q in pairs(self.queues) do qs[#qs + 1] = q end
   for _, q in ipairs(qs) do q:_shut(false) end
+  self:wait_until(function() return not self:busy() end, seconds)
   local pending = self.pending
-  self:wait_until(function() return next(pending) == nil end, seconds)
   for op in pairs(pending) do
-    if op.callback and not op.done then
+    if op.callback and not op.done and not op.cancelled then
       local _, msg, err = errors.fail(errors.new("NETWORK", "the client was closed before the request ended"))
       op.done = true
       self:later(op.callback, nil, msg, err)

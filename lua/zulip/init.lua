@@ -14,6 +14,7 @@ local encode = require("zulip.encode")
 local engine = require("zulip.engine")
 local queue = require("zulip.queue")
 local loop = require("zulip.loop")
+local policy = require("zulip.policy")
 local version = require("zulip.version")
 
 local zulip = {}
@@ -57,7 +58,7 @@ local CLIENT_OPTS = {
   cert_bundle = "string", client_cert = "string", client_cert_key = "string", proxy = "string",
   user_agent = "string", timeout = "number", on_log = "function", max_reply_bytes = "number",
   low_speed_limit = "number", low_speed_time = "number", connect_timeout = "number",
-  longpoll_grace = "number", debug = "boolean",
+  longpoll_grace = "number", debug = "boolean", backoff = "table",
 }
 
 local warned_insecure = false
@@ -109,8 +110,13 @@ function zulip.client(opts)
   end
   local grace = opts.longpoll_grace or 10
   if grace < 0 or grace ~= grace then error("zulip: client option 'longpoll_grace' must be >= 0", 2) end
+  if opts.backoff ~= nil then
+    local okb, e = pcall(policy.new, opts.backoff)
+    if not okb then error(e, 2) end
+  end
   local c = setmetatable({ site = s.site, email = s.email, timeout = timeout, insecure = s.insecure,
-                           longpoll_grace = grace, _session = session, _log = log }, Client)
+                           longpoll_grace = grace, _session = session, _log = log,
+                           _backoff = opts.backoff }, Client)
   c._engine = engine.new(session, c)
   return c
 end
@@ -148,10 +154,10 @@ end
 -- `(reply)` or `(nil, msg, err)` later, from whatever drives the client (`client:step`, a queue's
 -- `step`, a `zulip.uv` watcher, or a blocking call).
 --
--- Recovery, bounded (at most 4 tries): a 429 waits `Retry-After`; a failure before the request
--- left (DNS, connect) backs off and retries; a GET or DELETE also retries after a network
--- failure or a 5xx; a POST, PUT or PATCH that may have reached the server is not repeated
--- (`err.maybe_sent` is true), so a message is never posted twice by the library.
+-- Recovery, bounded (at most 4 tries, none starting later than `timeout` after the first): a 429
+-- waits `Retry-After`; a failure before the request left (DNS, connect) backs off and retries;
+-- a GET or DELETE also retries after a network failure or a 5xx; a POST, PUT or PATCH that may
+-- have reached the server is not repeated (`err.maybe_sent` is true), so no message is posted twice.
 -- @tparam string method `"GET"`, `"POST"`, `"PUT"`, `"PATCH"` or `"DELETE"`
 -- @tparam string path e.g. `"users/me"` (under `/api/v1/`) or a full `"/api/v1/..."` path
 -- @tparam[opt] table params

@@ -115,6 +115,7 @@ function M.new(client, eng, opts)
   end
   local recovery = {}
   for k in pairs(RECOVERY) do recovery[k] = opts[k] end
+  if recovery.backoff == nil then recovery.backoff = client._backoff end
   local pol = make_policy(recovery, 3)
   local q = core.queue()
   local st = q:_state()
@@ -603,9 +604,9 @@ function Queue:_shut(may_wait)
   st._out, st._pos = NOTHING, 1
   eng.queues[self], eng.todo[self], eng.timers[self] = nil, nil, nil
   if st.id then
-    local op = eng:background("DELETE", "/api/v1/events?queue_id=" .. encode.urlescape(st.id), st._timeout)
-    if op and may_wait and not eng.driven then
-      eng:wait_until(function() return op.done end, st._timeout)
+    local sent = eng:background("DELETE", "/api/v1/events?queue_id=" .. encode.urlescape(st.id), st._timeout)
+    if sent and may_wait and not eng.driven then
+      eng:wait_until(function() return not eng:busy() end, st._timeout)
     end
   end
   return true

@@ -60,7 +60,7 @@ local function poller_of(uv, eng, fd)
   pollers[eng] = p
   p.poll:start("r", function(perr)
     if #p.watchers == 0 then  -- no watcher left: finish what is pending (a DELETE), then stop
-      if perr or eng.core:closed() or not pcall(eng.pump, eng, 0) or next(eng.pending) == nil then
+      if perr or eng.core:closed() or not pcall(eng.pump, eng, 0) or not eng:busy() then
         p.poll:stop()
         p.poll:close()
       end
@@ -89,7 +89,7 @@ local function detach(h)
   end
   -- the last watcher gone: the handle stays while the client has requests pending (a closed
   -- queue's DELETE), so they still go out; the poll callback closes it when they are done
-  if #p.watchers == 0 and not p.poll:is_closing() and (p.eng.core:closed() or next(p.eng.pending) == nil) then
+  if #p.watchers == 0 and not p.poll:is_closing() and not p.eng:busy() then
     p.poll:stop()
     p.poll:close()
   end
