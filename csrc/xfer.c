@@ -335,7 +335,11 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
   int has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
   char *url;
   CURLMcode mrc;
-  if (x->state != ZXFER_IDLE) zxfer_cancel(x);
+  if (x->state != ZXFER_IDLE) {  /* a restart: the engine's reference goes, the caller's stays */
+    zxfer_unlink(x);
+    x->state = ZXFER_IDLE;
+    x->refs--;
+  }
   x->errbuf[0] = 0;
   x->fail = NULL;
   x->status = 0;

@@ -41,12 +41,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-ZULIP_VERSION = "10.0-dev+lua-zulip-devserver"
-ZULIP_MERGE_BASE = "10.0-dev"
-ZULIP_FEATURE_LEVEL = 330
+ZULIP_VERSION = "11.0-dev+lua-zulip-devserver"
+ZULIP_MERGE_BASE = "11.0-dev"
+ZULIP_FEATURE_LEVEL = 481
 MESSAGE_CLIENT = "lua-zulip-devserver"
 REALM_NAME = "lua-zulip dev realm"
 MAX_QUEUE_LIFESPAN_SECS = 7 * 24 * 3600
+# register's idle_queue_timeout (level 481): seconds, or "mobile"; at most a week
+MOBILE_IDLE_QUEUE_TIMEOUT_SECS = 12 * 3600
+MAX_IDLE_QUEUE_TIMEOUT_SECS = 7 * 24 * 3600
 GZIP_MIN_BYTES = 1024
 # With the stamp_written_at config, each event of a GET /events reply carries "_written_at":
 # the server's time.monotonic() just before it writes the reply (for the latency benchmark).
@@ -92,7 +95,7 @@ KNOWN_CAPABILITIES = (
     "notification_settings_null", "bulk_message_deletion", "user_avatar_url_field_optional",
     "stream_typing_notifications", "user_settings_object", "linkifier_url_template",
     "user_list_incomplete", "include_deactivated_groups", "archived_channels",
-    "empty_topic_name", "simplified_presence_events",
+    "empty_topic_name", "simplified_presence_events", "individual_emoji_changes",
 )
 NARROW_OPERATORS = ("channel", "stream", "topic", "sender", "is")
 RESOLVED_TOPIC_PREFIX = "\u2714 "
@@ -243,6 +246,24 @@ def check_narrow(name, value):
     return value
 
 
+def check_subscribers_mode(name, value):
+    """include_subscribers (level 412): true, false or "partial"."""
+    if type(value) is not bool and value != "partial":
+        raise bad_request(f'{name} is not a boolean or "partial"')
+    return value
+
+
+def check_idle_queue_timeout(name, value):
+    """idle_queue_timeout (level 481): seconds (1 up to a week), or "mobile" (12 hours)."""
+    if value == "mobile":
+        return MOBILE_IDLE_QUEUE_TIMEOUT_SECS
+    if type(value) is not int:
+        raise bad_request(f'{name} is not an integer or "mobile"')
+    if not 1 <= value <= MAX_IDLE_QUEUE_TIMEOUT_SECS:
+        raise bad_request(f"{name} must be between 1 and {MAX_IDLE_QUEUE_TIMEOUT_SECS} seconds")
+    return value
+
+
 def check_capabilities(name, value):
     if not isinstance(value, dict):
         raise bad_request(f"{name} is not a dict")
@@ -330,7 +351,11 @@ class Directory:
             "date_created": 1704067200, "first_message_id": None,
             "message_retention_days": None, "stream_post_policy": 1,
         }
-        if include_subscribers:
+        if include_subscribers == "partial":
+            # Zulip sends a partial list for large channels; here always: the bots among them
+            d["partial_subscribers"] = [uid for uid in channel["subscribers"]
+                                        if self.user_by_id[uid]["is_bot"]]
+        elif include_subscribers:
             d["subscribers"] = list(channel["subscribers"])
         return d
 
@@ -358,7 +383,7 @@ class Queue:
     """One client's event queue (Zulip's ClientDescriptor + EventQueue)."""
 
     def __init__(self, owner, event_types, narrow, all_public_streams, apply_markdown,
-                 client_gravatar, lifespan_secs):
+                 client_gravatar, lifespan_secs, idle_timeout_secs=None):
         self.id = str(uuid.uuid4())
         self.owner = owner
         self.event_types = event_types
@@ -367,6 +392,7 @@ class Queue:
         self.apply_markdown = apply_markdown
         self.client_gravatar = client_gravatar
         self.lifespan_secs = lifespan_secs
+        self.idle_timeout_secs = idle_timeout_secs   # register's idle_queue_timeout, or None
         self.events = collections.deque()   # pending events, oldest first
         self.next_event_id = 0
         self.newest_pruned_id = -1
@@ -374,7 +400,9 @@ class Queue:
         self.waiter = None
 
     def timeout(self, default_timeout):
-        # queue_lifespan_secs can only lengthen the idle timeout, up to a week.
+        # idle_queue_timeout sets it; queue_lifespan_secs can only lengthen it, up to a week.
+        if self.idle_timeout_secs is not None:
+            return self.idle_timeout_secs
         if self.lifespan_secs > 0:
             return max(default_timeout, min(self.lifespan_secs, MAX_QUEUE_LIFESPAN_SECS))
         return default_timeout
@@ -397,6 +425,7 @@ class Queue:
     def describe(self):
         return {"id": self.id, "owner": self.owner["email"], "event_types": self.event_types,
                 "narrow": self.narrow, "all_public_streams": self.all_public_streams,
+                "idle_queue_timeout": self.idle_timeout_secs,
                 "newest_pruned_id": self.newest_pruned_id, "pending": len(self.events),
                 "next_event_id": self.next_event_id, "waiting": self.waiter is not None}
 
@@ -603,7 +632,7 @@ class DevServer:
     def register(self, user, params, site):
         apply_markdown = params.json("apply_markdown", check_bool, False)
         client_gravatar = params.json("client_gravatar", check_bool, True)
-        include_subscribers = params.json("include_subscribers", check_bool, False)
+        include_subscribers = params.json("include_subscribers", check_subscribers_mode, False)
         params.json("slim_presence", check_bool)
         params.json("presence_history_limit_days", check_int)
         all_public_streams = params.json("all_public_streams", check_bool, False)
@@ -612,6 +641,7 @@ class DevServer:
         fetch_event_types = params.json("fetch_event_types", check_str_list_or_null)
         narrow = params.json("narrow", check_narrow, [])
         lifespan = params.json("queue_lifespan_secs", check_int, 0)
+        idle_timeout = params.json("idle_queue_timeout", check_idle_queue_timeout)
 
         # The queue and the state snapshot are made under one lock, so any
         # event pushed later is in the queue and not in the snapshot.
@@ -619,7 +649,8 @@ class DevServer:
             queue = self._new_queue_locked(
                 user, event_types=event_types, narrow=narrow,
                 all_public_streams=all_public_streams, apply_markdown=apply_markdown,
-                client_gravatar=client_gravatar, lifespan_secs=lifespan)
+                client_gravatar=client_gravatar, lifespan_secs=lifespan,
+                idle_timeout_secs=idle_timeout)
             last_event_id = -1
             if self.config["register_initial_events"]:
                 # Stands for an event that arrived while the state was fetched:
@@ -627,13 +658,15 @@ class DevServer:
                 self._push_locked(queue, [{"type": "heartbeat"}])
                 last_event_id = queue.next_event_id - 1
             max_message_id = self.next_message_id - 1 if self.next_message_id > 1 else -1
+            idle_timeout_secs = queue.timeout(self.config["queue_timeout"])
             directory = self.directory
             longpoll_timeout = self.config["longpoll_timeout_seconds"]
 
         wanted = fetch_event_types if fetch_event_types is not None else event_types
         state = {"queue_id": queue.id, "zulip_version": ZULIP_VERSION,
                  "zulip_feature_level": ZULIP_FEATURE_LEVEL,
-                 "zulip_merge_base": ZULIP_MERGE_BASE, "last_event_id": last_event_id}
+                 "zulip_merge_base": ZULIP_MERGE_BASE, "last_event_id": last_event_id,
+                 "idle_queue_timeout_secs": int(idle_timeout_secs)}
 
         def want(event_type):
             return wanted is None or event_type in wanted

@@ -5,7 +5,7 @@ set -eu
 PKGS="gcc make pkg-config libc6-dev libcurl4-openssl-dev ca-certificates openssl python3 locales
 liblua5.4-dev lua5.4 liblua5.3-dev lua5.3 liblua5.1-0-dev lua5.1 luajit libluajit-5.1-dev
 lua-busted lua-check luarocks lua-cjson lua-dkjson lua-socket lua-sec lua-cqueues lua-luv neovim
-love xvfb xauth weechat-headless weechat-lua"
+love xvfb xauth weechat-headless weechat-lua nginx"
 [ "${1:-}" = "--extra" ] && PKGS="$PKGS valgrind clang libclang-rt-14-dev cppcheck clang-tidy lua-ldoc lua-discount"
 missing=""
 for p in $PKGS; do

@@ -130,7 +130,9 @@ end
 --- Make an event queue (not yet registered: see `q:register`, `q:each`, `q:step`).
 -- @tparam[opt] table opts register parameters `event_types`, `narrow`, `all_public_streams`,
 --   `apply_markdown`, `client_gravatar`, `slim_presence`, `include_subscribers`,
---   `client_capabilities`, `fetch_event_types`, `queue_lifespan_secs`; `id` and `last_event_id`
+--   `client_capabilities` (passed through as given), `fetch_event_types`, `queue_lifespan_secs`,
+--   `idle_queue_timeout` (seconds, or `"mobile"`: 12 h; feature level 481); `include_subscribers`
+--   may be `true`, `false` or `"partial"` (level 412); `id` and `last_event_id`
 --   to resume a saved queue; recovery options `heartbeats`, `on_reset`, `on_retry`, `backoff`
 --   (used by `step`, defaults for `each`)
 -- @treturn userdata a `zulip.Queue`

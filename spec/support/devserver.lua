@@ -77,6 +77,9 @@ local function own_pid()
   return stat and stat:match("^(%d+)")
 end
 
+-- For the other helpers in spec/support (nginx.lua): the same small tools.
+M.quote, M.run, M.read_file, M.make_temp_dir, M.own_pid = quote, run, read_file, make_temp_dir, own_pid
+
 --- True while process `pid` exists.  A zombie counts as gone: an orphaned
 -- server is reaped by init, which may take a while.
 function M.process_alive(pid)
@@ -270,12 +273,14 @@ Server.__index = Server
 --- Starts the server in the background and waits until it listens.
 -- opts: heartbeat (seconds), tls (bool), client_ca (bool: require client
 -- certificates), args (extra command-line arguments; they come last, so they
--- override the defaults, e.g. {"--lifetime", "1"}), timeout (start timeout).
+-- override the defaults, e.g. {"--lifetime", "1"}), timeout (start timeout), port (listen on
+-- this port instead of any free one: to restart a killed server where a proxy expects it; a
+-- port still held by the dying server is retried until the start timeout).
 function M.start(opts)
   opts = opts or {}
   local dir = make_temp_dir("lua-zulip-devserver")
   local python = os.getenv("LUA_ZULIP_PYTHON") or "python3"
-  local argv = { python, M.server_script, "--host", "127.0.0.1", "--port", "0",
+  local argv = { python, M.server_script, "--host", "127.0.0.1", "--port", tostring(opts.port or 0),
                  "--port-file", dir .. "/port", "--lifetime", "600" }
   local parent = own_pid()
   if parent then
@@ -306,9 +311,12 @@ function M.start(opts)
   for i, a in ipairs(argv) do quoted[i] = quote(a) end
   local log_file = dir .. "/server.log"
   local pid_file = dir .. "/pid"
-  assert(run(table.concat(quoted, " ") .. " </dev/null >" .. quote(log_file) .. " 2>&1 & echo $! >"
-             .. quote(pid_file)), "could not launch " .. python)
-  local pid = tonumber(read_file(pid_file) or "")
+  local function launch()
+    assert(run(table.concat(quoted, " ") .. " </dev/null >" .. quote(log_file) .. " 2>&1 & echo $! >"
+               .. quote(pid_file)), "could not launch " .. python)
+    return tonumber(read_file(pid_file) or "")
+  end
+  local pid = launch()
 
   local deadline = socket.gettime() + (opts.timeout or START_TIMEOUT)
   local port, control_port, last_check = nil, nil, 0
@@ -317,7 +325,12 @@ function M.start(opts)
     if port then break end
     if socket.gettime() - last_check > 0.1 then
       last_check = socket.gettime()
-      if not (pid and M.process_alive(pid)) then break end
+      if not (pid and M.process_alive(pid)) then
+        -- a fixed port may still be held for a moment by the server it replaces: try again
+        if not (opts.port and (read_file(log_file) or ""):find("Address already in use", 1, true)) then break end
+        socket.sleep(0.1)
+        pid = launch()
+      end
     end
     socket.sleep(0.01)
   end
@@ -383,6 +396,20 @@ function Server:send(user, params)
   local resp, err = self:api(user_of(self, user), "POST", "/api/v1/messages", params)
   if not resp then error("devserver send: " .. tostring(err), 2) end
   return resp.json, resp.status
+end
+
+--- Kills the server with SIGKILL at once, as a crash would (a long-poll it holds just breaks),
+-- waits until it is gone and removes its temporary directory. `devserver.start{ port = srv.port }`
+-- starts a new one where it was.
+function Server:kill()
+  if self.stopped then return end
+  self.stopped = true
+  if self.pid then
+    run("kill -9 " .. self.pid .. " 2>/dev/null")
+    local deadline = socket.gettime() + STOP_TIMEOUT
+    while M.process_alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
+  end
+  run("rm -rf " .. quote(self.dir))
 end
 
 --- Stops the server (POST /test/shutdown, then kill -9 if it lingers) and

@@ -162,6 +162,75 @@ function M.client(srv, extra)
   return require("zulip").client(opts)
 end
 
+--- Inside a `describe` block: a dev server for its specs, started in `setup` with
+-- `devserver.start(opts)`, reset (POST /test/reset, then `opts.config` as a /test/config body
+-- when given) before each spec, and stopped in `teardown`. Returns a stand-in that forwards every
+-- field and method to the running server, so `srv:control(...)`, `srv.site` work in the specs;
+-- `srv:replace(new)` makes it stand for another server (one restarted on the same port).
+--
+--   local srv = util.use_devserver{ heartbeat = 30, config = { rate_limit = cjson.null } }
+function M.use_devserver(opts)
+  opts = opts or {}
+  local start = {}
+  for k, v in pairs(opts) do if k ~= "config" then start[k] = v end end
+  local real
+  local stand_in = setmetatable({}, {
+    __index = function(_, k)
+      if k == "replace" then return function(_, new) real = new end end
+      if real == nil then error("util.use_devserver: the server starts in setup", 2) end
+      local v = real[k]
+      if type(v) == "function" then return function(_, ...) return v(real, ...) end end
+      return v
+    end,
+    __newindex = function(_, k, v) real[k] = v end,
+  })
+  local busted = require("busted")  -- its hooks are not globals inside a module
+  busted.setup(function() real = require("spec.support.devserver").start(start) end)
+  busted.teardown(function() if real then real:stop() end end)
+  busted.before_each(function()
+    real:control("POST", "/test/reset", {})
+    if opts.config then real:control("POST", "/test/config", opts.config) end
+  end)
+  return stand_in
+end
+
+--- The list 1..n.
+function M.seq(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+-- quick retries for specs
+M.FAST_BACKOFF = { base = 0.01, factor = 2, cap = 0.05 }
+
+--- Iterates `q:each` until `n` messages arrived and returns their contents as numbers, in the
+-- order they came, and the list of retries (on_retry's infos). Bounded in time: raises "spec: no
+-- progress in time" after opts.limit seconds (20). opts: on_event(k) after the k-th message
+-- (may inject faults or send more), on_reset, on_retry(info) (called as well), backoff
+-- (M.FAST_BACKOFF), limit.
+function M.collect(q, n, opts)
+  opts = opts or {}
+  local got, retries, t0 = {}, {}, M.now()
+  local function guard()
+    if M.now() - t0 > (opts.limit or 20) then error("spec: no progress in time", 0) end
+  end
+  for ev in q:each{ heartbeats = true, backoff = opts.backoff or M.FAST_BACKOFF, on_reset = opts.on_reset,
+                    on_retry = function(info)
+                      retries[#retries + 1] = info
+                      if opts.on_retry then opts.on_retry(info) end
+                      guard()
+                    end } do
+    guard()
+    if ev.type == "message" then
+      got[#got + 1] = tonumber(ev.message.content)
+      if opts.on_event then opts.on_event(#got) end
+      if #got >= n then break end
+    end
+  end
+  return got, retries
+end
+
 --- A clock for bounded waits in specs.
 function M.now()
   return require("zulip.core").now()
