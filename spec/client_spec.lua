@@ -35,7 +35,9 @@ describe("client", function()
   local function requests_to(path)
     local list = {}
     for _, r in ipairs(srv:control("GET", "/test/requests?n=100").requests) do
-      if r.path == path then list[#list + 1] = r.method .. " " .. (type(r.status) == "number" and ("%d"):format(r.status) or "-") end
+      if r.path == path then
+        list[#list + 1] = r.method .. " " .. (type(r.status) == "number" and ("%d"):format(r.status) or "-")
+      end
     end
     return list
   end

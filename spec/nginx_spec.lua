@@ -175,6 +175,7 @@ describe("through nginx", function()
             end
           until polls >= 150 or core.now() > deadline
           assert.is_true(polls >= 150, "only " .. polls .. " polls ended in time")
+          for _, q in ipairs(qs) do assert.is_string(q.id) end  -- every queue registered
           local conns, n = {}, 0
           for _, r in ipairs(requests_on(ng.ports.h2, from)) do
             if not conns[r.connection] then conns[r.connection], n = true, n + 1 end
