@@ -339,15 +339,39 @@ end
 function Engine:add_queue(q)
   self.nqueues = self.nqueues + 1
   self.queues[q] = self.nqueues
+  self.sorted = nil
 end
 
---- The open queues in creation order.
+--- Forget a queue (closed).
+-- @local
+function Engine:remove_queue(q)
+  self.queues[q] = nil
+  self.sorted = nil
+end
+
+local WEAK_VALUES = { __mode = "v" }
+
+--- The open queues in creation order, as a new list. The sorted order is kept between calls (weak,
+-- so it holds no queue alive) and made again only when a queue came or went: a step of a client
+-- with a thousand queues does not sort them each time.
 -- @local
 function Engine:queue_list()
-  local list = {}
+  local sorted, list = self.sorted, {}
+  if sorted ~= nil then
+    for i = 1, sorted.n do
+      local q = sorted[i]
+      if q == nil or self.queues[q] == nil then sorted = nil break end  -- one was collected
+      list[i] = q
+    end
+    if sorted ~= nil then return list end
+    list = {}
+  end
   for q in pairs(self.queues) do list[#list + 1] = q end
   local order = self.queues
   table.sort(list, function(a, b) return order[a] < order[b] end)
+  sorted = setmetatable({ n = #list }, WEAK_VALUES)
+  for i = 1, #list do sorted[i] = list[i] end
+  self.sorted = sorted
   return list
 end
 

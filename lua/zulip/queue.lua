@@ -602,7 +602,8 @@ function Queue:_shut(may_wait)
   end
   st._busy, st._wake = nil, nil
   st._out, st._pos = NOTHING, 1
-  eng.queues[self], eng.todo[self], eng.timers[self] = nil, nil, nil
+  eng:remove_queue(self)
+  eng.todo[self], eng.timers[self] = nil, nil
   if st.id then
     local sent = eng:background("DELETE", "/api/v1/events?queue_id=" .. encode.urlescape(st.id), st._timeout)
     if sent and may_wait and not eng.driven then
