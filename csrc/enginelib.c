@@ -172,8 +172,11 @@ static int zulip_engine_close(lua_State *L) {
   return 0;
 }
 
+/* A collected engine can drive nothing more: closing it ends its detached transfers too, which
+ * hold references to it (else each keeps the other alive). */
 static int zulip_engine_gc(lua_State *L) {
   zulip_engine_ud *u = luaL_checkudata(L, 1, ZULIP_ENGINE_MT);
+  if (u->e != NULL) zeng_close(u->e);
   zeng_release(u->e);
   u->e = NULL;
   return 0;
