@@ -35,7 +35,6 @@ from httpd import DevHTTPServer
 from realm import BUILTIN_USERS, Realm
 
 
-
 def parse_rate_limit(text):
     if text.strip() == "0":
         return None
@@ -144,29 +143,29 @@ def main(argv=None):
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    app = Realm(args)
-    control = Control(app)
-    servers = [DevHTTPServer((args.host, args.port), app, control, tls_context(args))]
+    realm = Realm(args)
+    control = Control(realm)
+    servers = [DevHTTPServer((args.host, args.port), realm, control, tls_context(args))]
     if args.plain_port_file:
-        servers.append(DevHTTPServer((args.host, 0), app, control, None))
+        servers.append(DevHTTPServer((args.host, 0), realm, control, None))
     # Scheduled requests go to the plain listener when there is one.
     control.scheduler.base_url = (f"{'https' if servers[-1].tls_context else 'http'}://"
                                   f"{args.host}:{servers[-1].server_port}")
     for server in servers:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                          daemon=True).start()
-    threading.Thread(target=app.gc_loop, daemon=True).start()
+    threading.Thread(target=realm.gc_loop, daemon=True).start()
     port_files = [(args.port_file, servers[0]), (args.plain_port_file, servers[-1])]
     for path, server in port_files:
         if path:
             write_port_file(path, server.server_port)
-    app.log(f"listening on {'https' if args.tls_cert else 'http'}://{args.host}:"
+    realm.log(f"listening on {'https' if args.tls_cert else 'http'}://{args.host}:"
             f"{servers[0].server_port} (pid {os.getpid()})")
 
     reason = "shutdown requested"
     try:
-        while not app.stopping.wait(min(1.0, max(0.01, app.remaining_lifetime()))):
-            if app.remaining_lifetime() <= 0:
+        while not realm.stopping.wait(min(1.0, max(0.01, realm.remaining_lifetime()))):
+            if realm.remaining_lifetime() <= 0:
                 reason = "lifetime over"
                 break
             if args.parent_pid and process_gone(args.parent_pid):
@@ -174,10 +173,10 @@ def main(argv=None):
                 break
     except KeyboardInterrupt:
         reason = "interrupted"
-    app.stopping.set()
-    app.gc_kick.set()
+    realm.stopping.set()
+    realm.gc_kick.set()
     control.scheduler.cancel_all()
-    app.log(f"exiting: {reason}")
+    realm.log(f"exiting: {reason}")
     for server in servers:
         server.shutdown()
         server.server_close()
