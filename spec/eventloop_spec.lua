@@ -64,7 +64,7 @@ describe("event loops", function()
   srv = util.use_devserver{ args = { "--rate-limit", "0" }, config = { heartbeat = 60 } }
   bot = devserver.users.bot
   before_each(function()
-    client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+    client = util.client(srv)
   end)
 
   it("an idle queue whose connection the server closes does not wake its loop", function()
