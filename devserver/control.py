@@ -153,7 +153,7 @@ class Control:
             with self.realm.lock:
                 removed = list(self.realm.queues)
                 for queue in list(self.realm.queues.values()):
-                    self.realm._remove_queue_locked(queue)
+                    self.realm.remove_queue_locked(queue)
             return success({"removed": removed}), None
         queue_id = data.get("queue_id")
         if not isinstance(queue_id, str):
@@ -178,7 +178,7 @@ class Control:
                 targets = [(q, [e for e in events if q.accepts(e)]) for q in self.realm.queues.values()
                            if not email or q.owner["email"].lower() == email]
             for queue, accepted in targets:
-                self.realm._push_locked(queue, accepted)
+                self.realm.push_locked(queue, accepted)
             queue_ids = [q.id for q, accepted in targets if accepted]
         return success({"queues": queue_ids}), None
 

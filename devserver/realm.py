@@ -450,7 +450,7 @@ class Realm:
         """Drops the queues (waiting GETs end with 200) and rate-limit buckets and restores the
         command-line config (the API's part of /test/reset)."""
         for queue in list(self.queues.values()):
-            self._remove_queue_locked(queue)
+            self.remove_queue_locked(queue)
         self.config = dict(self.defaults)
         self.directory = Directory()
         self.rate_buckets = {}
@@ -466,7 +466,7 @@ class Realm:
                 timeout = self.config["queue_timeout"]
                 for queue in list(self.queues.values()):
                     if queue.waiter is None and now - queue.last_connection_time >= queue.timeout(timeout):
-                        self._remove_queue_locked(queue)
+                        self.remove_queue_locked(queue)
                         self.log(f"gc: collected queue {queue.id}")
 
     # -- queues (lock held) ---------------------------------------------------
@@ -479,11 +479,11 @@ class Realm:
             return True
         return False
 
-    def _remove_queue_locked(self, queue):
+    def remove_queue_locked(self, queue):
         self._finish_waiter_locked(queue)
         self.queues.pop(queue.id, None)
 
-    def _push_locked(self, queue, events):
+    def push_locked(self, queue, events):
         """Append events (ids assigned here) and wake the queue's waiter once."""
         for event in events:
             event = dict(event)
@@ -551,7 +551,7 @@ class Realm:
         with self.lock:
             queue = self.queues.get(queue_id)
             if queue is not None:
-                self._remove_queue_locked(queue)
+                self.remove_queue_locked(queue)
             return queue is not None
 
     # -- POST /api/v1/register ------------------------------------------------
@@ -582,7 +582,7 @@ class Realm:
             if self.config["register_initial_events"]:
                 # Stands for an event that arrived while the state was fetched:
                 # it stays queued and register's last_event_id points at it.
-                self._push_locked(queue, [{"type": "heartbeat"}])
+                self.push_locked(queue, [{"type": "heartbeat"}])
                 last_event_id = queue.next_event_id - 1
             max_message_id = self.next_message_id - 1 if self.next_message_id > 1 else -1
             idle_timeout_secs = queue.timeout(self.config["queue_timeout"])
@@ -688,7 +688,7 @@ class Realm:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 # Heartbeats bypass the event_types filter, like Zulip's add_event.
-                self._push_locked(queue, [{"type": "heartbeat"}])
+                self.push_locked(queue, [{"type": "heartbeat"}])
                 break
             waiter.cond.wait(min(remaining, DISCONNECT_CHECK_SECS))
             if waiter.events is None and not peer_alive():
@@ -706,7 +706,7 @@ class Realm:
             raise bad_request("Missing 'queue_id' argument", code="REQUEST_VARIABLE_MISSING",
                               var_name="queue_id")
         with self.lock:
-            self._remove_queue_locked(self._access_queue_locked(queue_id, user))
+            self.remove_queue_locked(self._access_queue_locked(queue_id, user))
         return success(None, params.ignored())
 
     # -- POST /api/v1/messages --------------------------------------------------
@@ -839,7 +839,7 @@ class Realm:
                 if local_id is not None and queue.id == sender_queue_id \
                         and owner_id == sender["user_id"]:
                     event["local_message_id"] = local_id
-                self._push_locked(queue, [event])
+                self.push_locked(queue, [event])
         return message_id
 
     # -- GET /api/v1/users/me ---------------------------------------------------
