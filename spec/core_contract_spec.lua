@@ -57,14 +57,8 @@ describe("core contract", function()
     return best
   end
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 30 }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
-  before_each(function()
-    srv:control("POST", "/test/reset", {})
-  end)
+  srv = util.use_devserver{ heartbeat = 30 }
+  bot = devserver.users.bot
 
   describe("the API surface", function()
     it("has every name the issue fixes", function()

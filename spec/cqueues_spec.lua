@@ -1,22 +1,14 @@
 -- Queues in Debian's lua-cqueues: a queue is a pollable object (pollfd, events, timeout), so
 -- cqueues.poll(q) sleeps until the queue has work and wakes when an event arrives.
-local zulip = require("zulip")
 local cqueues = require("cqueues")
-local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
 describe("cqueues", function()
-  local srv, bot, client
+  local srv, client
 
-  setup(function()
-    srv = devserver.start{ args = { "--rate-limit", "0" } }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
+  srv = util.use_devserver{ args = { "--rate-limit", "0" }, config = { heartbeat = 60 } }
   before_each(function()
-    srv:control("POST", "/test/reset", {})
-    srv:control("POST", "/test/config", { heartbeat = 60 })
-    client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+    client = util.client(srv)
   end)
 
   local function waiting(id)

@@ -4,6 +4,7 @@
 local devserver = require("spec.support.devserver")
 local socket = require("socket")
 local cjson = require("cjson")
+local util = require("spec.support.util")
 
 local HEARTBEAT = 0.5   -- the server's default heartbeat in this file
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
@@ -108,17 +109,7 @@ local function timed(f)
 end
 
 describe("zulip dev server", function()
-  setup(function()
-    srv = devserver.start{ heartbeat = HEARTBEAT, args = { "--rate-limit", "0" } }
-  end)
-
-  teardown(function()
-    if srv then srv:stop() end
-  end)
-
-  before_each(function()
-    srv:control("POST", "/test/reset")
-  end)
+  srv = util.use_devserver{ heartbeat = HEARTBEAT, args = { "--rate-limit", "0" } }
 
   describe("authentication", function()
     it("rejects a missing Authorization header with 401 UNAUTHORIZED", function()
@@ -767,6 +758,51 @@ describe("zulip dev server", function()
       local info = queue_info(q)
       assert.same({ "bot@example.com", { { "is", "dm" } }, -1, 0, false },
                   { info.owner, info.narrow, info.newest_pruned_id, info.pending, info.waiting })
+    end)
+
+    it("/test/schedule runs its steps in order from a server thread, over HTTP as a client would", function()
+      srv:control("POST", "/test/config", { heartbeat = 5 })
+      local q = register("bot", { event_types = '["message"]' }).queue_id
+      local t0 = socket.gettime()
+      local reply = srv:control("POST", "/test/schedule", { steps = {
+        { wait_queues = { owners = { "bot@example.com" } } },
+        { delay = 0.3, send = { user = "alice@example.com",
+                                message = { type = "stream", to = "Denmark", topic = "s", content = "one" } } },
+        { messages = { contents = { "two", "three" }, spread = 0.2, topic = "s" } },
+        { control = { method = "POST", path = "/test/event", body = { queue_id = q, event = { type = "done" } } } },
+      } })
+      assert.is_number(reply.schedule_id)
+      local sock = start_poll("bot", q, -1)
+      local first = finish_poll(sock).json.events
+      assert.is_true(socket.gettime() - t0 >= 0.25, "the first step did not wait its delay")
+      assert.equals("one", first[1].message.content)
+      assert.is_true(wait_until(function() return queue_info(q).pending >= 4 end))
+      local events = poll_now("bot", q, -1).json.events
+      assert.same({ "message", "message", "message", "done" }, types_of(events))
+      assert.same({ "one", "two", "three" },
+                  { events[1].message.content, events[2].message.content, events[3].message.content })
+      local posts = 0
+      for _, r in ipairs(srv:control("GET", "/test/requests?n=50").requests) do
+        if r.path == "/api/v1/messages" and r.status == 200 then posts = posts + 1 end
+      end
+      assert.equals(3, posts)
+    end)
+
+    it("/test/schedule rejects bad steps, and /test/reset cancels what is still to come", function()
+      for _, steps in ipairs{ {}, { { bogus = {} } }, { { send = { user = "nobody@example.com", message = {} } } },
+                              { { delay = -1, control = { path = "/test/stats", method = "GET" } } },
+                              { { get = { user = "bot@example.com", path = "/test/stats" } } } } do
+        local resp = assert(devserver.http(srv.port, "POST", "/test/schedule", { json = { steps = steps } }))
+        assert.equals(400, resp.status, resp.body)
+      end
+      srv:control("POST", "/test/schedule", { steps = {
+        { delay = 0.5, send = { user = "alice@example.com",
+                                message = { type = "stream", to = "Denmark", topic = "s", content = "late" } } } } })
+      srv:control("POST", "/test/reset")
+      local q = register("bot", { event_types = '["message"]' }).queue_id
+      socket.sleep(1)
+      assert.equals(0, queue_info(q).pending)
+      assert.is_nil(srv:control("GET", "/test/stats").requests["/api/v1/messages"])
     end)
 
     it("/test/reset restores the command-line configuration", function()

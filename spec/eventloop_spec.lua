@@ -61,15 +61,10 @@ describe("event loops", function()
     end
   end
 
-  setup(function()
-    srv = devserver.start{ args = { "--rate-limit", "0" } }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
+  srv = util.use_devserver{ args = { "--rate-limit", "0" }, config = { heartbeat = 60 } }
+  bot = devserver.users.bot
   before_each(function()
-    srv:control("POST", "/test/reset", {})
-    srv:control("POST", "/test/config", { heartbeat = 60 })
-    client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+    client = util.client(srv)
   end)
 
   it("an idle queue whose connection the server closes does not wake its loop", function()

@@ -1,5 +1,4 @@
 -- The examples run against the dev server here, so they never rot.
-local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 local socket = require("socket")
 
@@ -55,15 +54,9 @@ describe("examples", function()
     return m
   end
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 2 }
-    dir = util.tmpdir()
-  end)
-  teardown(function()
-    srv:stop()
-    os.execute("rm -rf " .. util.shquote(dir))
-  end)
-  before_each(function() srv:control("POST", "/test/reset", {}) end)
+  srv = util.use_devserver{ heartbeat = 2 }
+  setup(function() dir = util.tmpdir() end)
+  teardown(function() os.execute("rm -rf " .. util.shquote(dir)) end)
 
   it("echo_bot.lua prints messages and answers the ones that say echo", function()
     util.send_when_queued(srv, { "bot@example.com" },

@@ -31,12 +31,8 @@ describe("a hostile server", function()
     return http("HTTP/1.1 200 OK", { "Content-Type: application/json", "Content-Length: " .. #body }, body)
   end
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 30 }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
-  before_each(function() srv:control("POST", "/test/reset", {}) end)
+  srv = util.use_devserver{ heartbeat = 30 }
+  bot = devserver.users.bot
 
   describe("that is slow", function()
     it("cuts off a reply that trickles below low_speed_limit once it has started", function()
@@ -219,11 +215,8 @@ end)
 describe("secrets", function()
   local srv, bot
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 30 }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
+  srv = util.use_devserver{ heartbeat = 30 }
+  bot = devserver.users.bot
 
   it("never show the API key, even in the curl trace of debug = true", function()
     srv:control("POST", "/test/reset", {})

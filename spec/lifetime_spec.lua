@@ -1,7 +1,6 @@
 -- luacheck: ignore 512 (loops that run once and break or close are the point here)
 -- Lifetimes: queues collected, closed or abandoned at awkward moments must neither crash nor
 -- leak (this suite also runs under ASan and valgrind: make asan, make valgrind) (issue 5).
-local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
 local lfs = require("lfs")  -- busted's own dependency
@@ -45,12 +44,8 @@ describe("queue lifetimes", function()
     return srv:send("alice", { type = "stream", to = "Denmark", topic = "life", content = content })
   end
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 30 }
-  end)
-  teardown(function() srv:stop() end)
+  srv = util.use_devserver{ heartbeat = 30 }
   before_each(function()
-    srv:control("POST", "/test/reset", {})
     client = new_client()
   end)
 

@@ -11,17 +11,10 @@ local util = require("spec.support.util")
 local START = { heartbeat = 0.5, args = { "--rate-limit", "0" } }
 
 describe("through nginx", function()
-  local srv, ng
-
-  setup(function()
-    srv = devserver.start(START)
-    ng = nginx.start{ upstream = srv }
-  end)
-  teardown(function()
-    ng:stop()
-    srv:stop()
-  end)
-  before_each(function() srv:control("POST", "/test/reset", {}) end)
+  local ng
+  teardown(function() if ng then ng:stop() end end)  -- registered first: before the server stops
+  local srv = util.use_devserver(START)
+  setup(function() ng = nginx.start{ upstream = srv } end)
 
   local function push(from, to)
     for i = from, to do
@@ -119,7 +112,7 @@ describe("through nginx", function()
               restarted = true
               local port = srv.port
               srv:kill()
-              srv = devserver.start{ port = port, heartbeat = START.heartbeat, args = START.args }
+              srv:replace(devserver.start{ port = port, heartbeat = START.heartbeat, args = START.args })
             end
           end,
           on_reset = function(qq)

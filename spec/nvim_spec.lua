@@ -27,15 +27,13 @@ local function wait_for(secs, f)
 end
 
 describe("Neovim drives a queue through zulip.uv", function()
-  local srv
+  local srv = util.use_devserver{ heartbeat = 30 }
 
   setup(function()
-    srv = devserver.start{ heartbeat = 30 }
     -- Neovim loads the C core through package.cpath; make sure the LuaJIT build is current
     assert(sh("make --no-print-directory -C " .. util.shquote(root)
               .. " LUA=luajit build/luajit/zulip/core.so >/dev/null"), "make LUA=luajit failed")
   end)
-  teardown(function() srv:stop() end)
 
   it("shows pushed messages in the plugin's buffer; a 20 ms editor timer keeps its pace meanwhile", function()
     local out = util.tmpdir()

@@ -22,14 +22,9 @@ describe("queues against the dev server", function()
     end
   end
 
-  setup(function()
-    srv = devserver.start{ heartbeat = 0.3 }
-    bot = srv.users.bot
-  end)
-  teardown(function() srv:stop() end)
+  srv = util.use_devserver{ heartbeat = 0.3, config = { heartbeat = 30 } }
+  bot = devserver.users.bot
   before_each(function()
-    srv:control("POST", "/test/reset", {})
-    srv:control("POST", "/test/config", { heartbeat = 30 })
     client = new_client()
   end)
 

@@ -5,7 +5,6 @@
 -- through nginx the specs assert exactly-once delivery, not the exact error the client saw.
 local zulip = require("zulip")
 local core = require("zulip.core")
-local devserver = require("spec.support.devserver")
 local nginx = require("spec.support.nginx")
 local util = require("spec.support.util")
 
@@ -34,17 +33,11 @@ for _, via in ipairs{ "direct", "nginx" } do
       srv:control("POST", "/test/fault", f)
     end
 
-    setup(function()
-      -- no real rate limit: these specs make hundreds of requests a minute; 429 comes from faults
-      srv = devserver.start{ heartbeat = 0.5, args = { "--rate-limit", "0" } }
-      if proxied then ng = nginx.start{ upstream = srv } end
-    end)
-    teardown(function()
-      if ng then ng:stop() end
-      srv:stop()
-    end)
+    teardown(function() if ng then ng:stop() end end)  -- registered first: before the server stops
+    -- no real rate limit: these specs make hundreds of requests a minute; 429 comes from faults
+    srv = util.use_devserver{ heartbeat = 0.5, args = { "--rate-limit", "0" } }
+    setup(function() if proxied then ng = nginx.start{ upstream = srv } end end)
     before_each(function()
-      srv:control("POST", "/test/reset", {})
       local bot = srv.users.bot
       client = zulip.client{ site = site(), email = bot.email, api_key = bot.api_key, timeout = 2,
                              low_speed_time = 1, low_speed_limit = 1000 }

@@ -1,16 +1,12 @@
 -- TLS against the dev server over HTTPS with a certificate from a CA made for the test run:
 -- verification is on by default, cert_bundle and insecure = true let the client in, and client
 -- certificates work when the server requires them (issue 5).
-local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
 local client_for = util.client
 
 describe("TLS", function()
-  local srv
-
-  setup(function() srv = devserver.start{ tls = true, heartbeat = 30 } end)
-  teardown(function() srv:stop() end)
+  local srv = util.use_devserver{ tls = true, heartbeat = 30 }
 
   it("serves HTTPS with a certificate no system CA knows", function()
     assert.matches("^https://127%.0%.0%.1:%d+$", srv.site)
@@ -94,10 +90,7 @@ describe("TLS", function()
 end)
 
 describe("TLS client certificates", function()
-  local srv
-
-  setup(function() srv = devserver.start{ client_ca = true, heartbeat = 30 } end)
-  teardown(function() srv:stop() end)
+  local srv = util.use_devserver{ client_ca = true, heartbeat = 30 }
 
   it("fail when the server requires one and none is given", function()
     local r, msg, err = client_for(srv, { cert_bundle = srv.ca_file }):request("GET", "users/me")

@@ -4,7 +4,6 @@
 local zulip = require("zulip")
 local zuv = require("zulip.uv")
 local uv = require("luv")
-local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 
 -- Runs the luv loop until f() is true or `secs` pass; a 20 ms ticker re-checks f.
@@ -19,7 +18,7 @@ local function run_until(secs, f)
 end
 
 describe("zulip.uv", function()
-  local srv, bot, client
+  local srv, client
 
   local function send(content, delay)
     util.send_later(srv, delay or 0.3, "alice", { type = "stream", to = "Denmark", topic = "uv", content = content })
@@ -32,18 +31,10 @@ describe("zulip.uv", function()
                                           to = "Denmark", topic = "uv" } })
   end
 
-  setup(function()
-    srv = devserver.start{ args = { "--rate-limit", "0" } }
-    bot = srv.users.bot
-  end)
-  teardown(function()
-    uv.run("nowait")
-    srv:stop()
-  end)
+  teardown(function() uv.run("nowait") end)  -- registered first: it runs before the server stops
+  srv = util.use_devserver{ args = { "--rate-limit", "0" }, config = { heartbeat = 60 } }
   before_each(function()
-    srv:control("POST", "/test/reset", {})
-    srv:control("POST", "/test/config", { heartbeat = 60 })
-    client = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, timeout = 5 }
+    client = util.client(srv)
   end)
 
   it("drives a queue from luv: registers, receives, wakes only on its fd; stop() leaves the queue open", function()

@@ -55,65 +55,43 @@ function M.run_lua(code, env)
   return out, ok == true or ok == 0
 end
 
--- Runs a small Python script in the background (python3 is bootstrapped for the dev server).
-local function background_python(lines)
-  local script = os.tmpname()
-  table.insert(lines, 1, "import base64, json, os, ssl, sys, time, urllib.parse, urllib.request as r")
-  table.insert(lines, 2, "os.unlink(sys.argv[0])")
-  M.write_file(script, table.concat(lines, "\n") .. "\n")
-  os.execute("python3 " .. shquote(script) .. " >/dev/null 2>&1 &")
+-- Scheduled actions (POST /test/schedule): the dev server's own thread runs `steps` in order, each
+-- after its `delay`, so a spec blocked in a long-poll sees them happen. /test/reset cancels them.
+local function schedule(srv, steps)
+  return srv:control("POST", "/test/schedule", { steps = steps })
+end
+M.schedule = schedule
+
+local function email_of(srv, user)
+  local u = srv.users[user]
+  if not u then error("unknown devserver user " .. tostring(user), 3) end
+  return u.email
 end
 
-local function py_auth(u)
-  return ("base64.b64encode(%q.encode()).decode()"):format(u.email .. ":" .. u.api_key)
+local function send_step(srv, user, msg, delay)
+  return { delay = delay, send = { user = email_of(srv, user), message = msg } }
 end
 
--- The Python lines that POST a message as user `u` to the server at `base` (http or https, whose
--- certificate is not checked); `form` is a Python expression for the form body, `indent` goes
--- before each line.
-local function py_post_message(base, u, form, indent)
-  indent = indent or ""
-  return {
-    indent .. ("req = r.Request(%q, data=(%s).encode(), method='POST')"):format(base .. "/api/v1/messages", form),
-    indent .. "req.add_header('Authorization', 'Basic ' + " .. py_auth(u) .. ")",
-    indent .. "req.add_header('Content-Type', 'application/x-www-form-urlencoded')",
-    indent .. "r.urlopen(req, timeout=10, context=ssl._create_unverified_context()).read()",
-  }
-end
-
-local function append(lines, more)
-  for _, l in ipairs(more) do lines[#lines + 1] = l end
-  return lines
-end
-
---- `user` ("alice", ...) sends `msg` (a form table for POST /messages) from a background
--- process after `seconds`. Returns at once.
+--- `user` ("alice", ...) sends `msg` (a form table for POST /messages) after `seconds`: the dev
+-- server does it (POST /test/schedule). Returns at once.
 function M.send_later(srv, seconds, user, msg)
-  local form = ("%q"):format(require("spec.support.devserver").form(msg))
-  local lines = { ("time.sleep(%.3f)"):format(seconds) }
-  background_python(append(lines, py_post_message(srv.site, srv.users[user], form)))
+  schedule(srv, { send_step(srv, user, msg, seconds) })
 end
 
---- Do something to the dev server from a background process after `seconds`, so that a spec
--- blocked in a long-poll sees it happen. Returns at once. `action` is one of:
+--- Have the dev server do something to itself after `seconds` (POST /test/schedule), so that a
+-- spec blocked in a long-poll sees it happen. Returns at once. `action` is one of:
 --   { control = { method, path, body } }                     a /test/ control call
 --   { user = "bot", get = "/api/v1/events?..." }            an authenticated GET (may long-poll)
 --   { messages = { count = n, to = "Denmark", topic = "t", spread = secs } }
 --       Alice sends messages "1".."n" (or "first".."first + n - 1", or the strings of a
 --       `contents` list instead of count), one by one, in order, spread over `spread` seconds
 function M.later(srv, seconds, action)
-  local base = "http://127.0.0.1:" .. (srv.control_port or srv.port)
-  local lines = { ("time.sleep(%.3f)"):format(seconds) }
+  local step
   if action.control then
     local method, path, body = action.control[1], action.control[2], action.control[3]
-    lines[#lines + 1] = ("req = r.Request(%q, data=json.dumps(json.loads(%q)).encode(), method=%q)")
-      :format(base .. path, require("cjson").encode(body or {}), method)
-    lines[#lines + 1] = "req.add_header('Content-Type', 'application/json')"
-    lines[#lines + 1] = "r.urlopen(req, timeout=10).read()"
+    step = { control = { method = method, path = path, body = body or {} } }
   elseif action.get then
-    lines[#lines + 1] = ("req = r.Request(%q)"):format(base .. action.get)
-    lines[#lines + 1] = "req.add_header('Authorization', 'Basic ' + " .. py_auth(srv.users[action.user]) .. ")"
-    lines[#lines + 1] = "r.urlopen(req, timeout=30).read()"
+    step = { get = { user = email_of(srv, action.user), path = action.get } }
   elseif action.messages then
     local m = action.messages
     local contents = m.contents
@@ -121,37 +99,23 @@ function M.later(srv, seconds, action)
       contents = {}
       for i = m.first or 1, (m.first or 1) + m.count - 1 do contents[#contents + 1] = tostring(i) end
     end
-    lines[#lines + 1] = ("contents = json.loads(%q)"):format(require("cjson").encode(contents))
-    lines[#lines + 1] = ("gap = %.4f / len(contents)"):format(m.spread or 0)
-    lines[#lines + 1] = "for c in contents:"
-    local form = ("'type=stream&to=%s&topic=%s&content=' + urllib.parse.quote(c)"):format(m.to, m.topic)
-    append(lines, py_post_message(base, srv.users.alice, form, "    "))
-    lines[#lines + 1] = "    time.sleep(gap)"
+    step = { messages = { user = srv.users.alice.email, contents = contents, spread = m.spread or 0,
+                          to = m.to, topic = m.topic } }
   else
     error("util.later: unknown action")
   end
-  background_python(lines)
+  step.delay = seconds
+  schedule(srv, { step })
 end
 
---- Send messages from a background process as soon as every email in `owners` has an event
--- queue on the dev server (polled, for at most 15 s), so a bot started right after this call
--- cannot miss them by registering late. `sends` is a list of { user, msg } (as for send_later),
--- sent one after the other in this order. Returns at once.
+--- Send messages as soon as every email in `owners` has an event queue on the dev server (the
+-- server waits, for at most 15 s), so a bot started right after this call cannot miss them by
+-- registering late. `sends` is a list of { user, msg } (as for send_later), sent one after the
+-- other in this order. Returns at once.
 function M.send_when_queued(srv, owners, sends)
-  local base = "http://127.0.0.1:" .. (srv.control_port or srv.port)
-  local form = require("spec.support.devserver").form
-  local lines = {
-    ("owners, deadline = json.loads(%q), time.monotonic() + 15"):format(require("cjson").encode(owners)),
-    "while time.monotonic() < deadline:",
-    ("    queues = json.load(r.urlopen(%q, timeout=10))['queues']"):format(base .. "/test/queues"),
-    "    if all(any(q['owner'] == o for q in queues) for o in owners):",
-    "        break",
-    "    time.sleep(0.02)",
-  }
-  for _, send in ipairs(sends) do
-    append(lines, py_post_message(base, srv.users[send[1]], ("%q"):format(form(send[2]))))
-  end
-  background_python(lines)
+  local steps = { { wait_queues = { owners = owners, timeout = 15 } } }
+  for _, send in ipairs(sends) do steps[#steps + 1] = send_step(srv, send[1], send[2]) end
+  schedule(srv, steps)
 end
 
 --- A client for the dev server's bot (timeout 5 s); `extra` adds or overrides options.
