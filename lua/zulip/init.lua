@@ -8,7 +8,34 @@
 --     end
 --
 -- @module zulip
-local core = require("zulip.core")
+-- zulip.core is built against one Lua's headers. Loaded into another, it fails to link with
+-- "undefined symbol: lua_..." (a 5.1 build in 5.3 lacks lua_replace, a 5.4 build in 5.1 lacks
+-- lua_rotate, ...), or, were the symbols to match, it reports another `lua_version`: both say
+-- which Lua to rebuild it for.
+local function wrong_lua(detail)
+  local this = (type(jit) == "table" and jit.version) or _VERSION
+  local v = type(jit) == "table" and "5.1" or _VERSION:match("%d+%.%d+") or "?"
+  local make = type(jit) == "table" and "luajit" or v
+  return ("zulip: zulip.core %s was built for another Lua than this one (%s); rebuild it for this Lua:"
+          .. " luarocks make --lua-version=%s, or make LUA=%s"):format(detail, this, v, make)
+end
+local core
+do
+  local ok, mod = pcall(require, "zulip.core")
+  if not ok then
+    local msg = tostring(mod)
+    local sym = msg:match("undefined symbol: (luaL?_[%w_]+)")
+    if sym then
+      local file = msg:match("from file '([^']+)'")
+      error(wrong_lua(("%s(it needs %s, which this Lua lacks)"):format(file and ("at " .. file .. " ") or "", sym)), 2)
+    end
+    error(mod, 0)
+  end
+  if mod.lua_version ~= nil and mod.lua_version ~= _VERSION then
+    error(wrong_lua(("(built for %s)"):format(tostring(mod.lua_version))), 2)
+  end
+  core = mod
+end
 local config = require("zulip.config")
 local errors = require("zulip.errors")
 local encode = require("zulip.encode")

@@ -39,7 +39,8 @@ function M.new(backoff, random)
     if type(backoff) ~= "table" then error("zulip: 'backoff' must be a table", 2) end
     for k, v in pairs(backoff) do
       if M.DEFAULTS[k] == nil then
-        error(("zulip: unknown backoff setting '%s' (known: base, factor, cap, max_retry_after)"):format(tostring(k)), 2)
+        error(("zulip: unknown backoff setting '%s' (known: base, factor, cap, max_retry_after)")
+          :format(tostring(k)), 2)
       end
       if type(v) ~= "number" or v < 0 or v ~= v then error("zulip: backoff." .. k .. " must be a number >= 0", 2) end
       b[k] = v

@@ -177,8 +177,8 @@ local function failure(q, st, eng, msg, err, kind)
     local fields = retry_info(d)
     fields.retry = true
     eng:say("warn", ("%s failed: %s: %s%s; next attempt in %.2f s (attempt %d)"):format(
-      (WHAT[kind] or "a request to %s"):format(eng.client.site), err.code, err.msg, err.http_status and (" (HTTP " .. err.http_status .. ")") or "",
-      d.delay, d.attempt), fields)
+      (WHAT[kind] or "a request to %s"):format(eng.client.site), err.code, err.msg,
+      err.http_status and (" (HTTP " .. err.http_status .. ")") or "", d.delay, d.attempt), fields)
   end
   if st._o.on_retry then eng:later(st._o.on_retry, info) end
   if d.action == "reregister" then st._stale = true else st._dont_block = true end
