@@ -82,7 +82,7 @@ ROWS[2] = function()
     "≤ 1.00; ≤ 34.7 µs (520/15)")
   line("2 per-poll CPU, median (µs)", us(z.p50), us(x.p50), format("%.2f", z.p50 / x.p50), "")
   line("2 stdlib-Python client, mean / median (µs)", "", format("%.1f / %.1f", py_mean, py_p50),
-    format("%.2f", z.mean / (py_mean / 1e6)), "reference client: ~520 µs (issue)")
+    format("%.2f", z.mean / (py_mean / 1e6)), "reference client: ~520 µs (target, not measured)")
 end
 
 -- 3. Burst: 100 batches of 1,000 message events; each client drains every batch (one reply of

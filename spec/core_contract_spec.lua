@@ -1,6 +1,11 @@
--- The core's contract (issue 2), point by point: each spec here fails if the point it names is
--- taken away. Points the other specs already pin down are not repeated (see the list in the
--- commit that added this file). Real dev server on 127.0.0.1, real libcurl, bounded waits.
+-- The core's contract, point by point: the API's names, zulip.decode, no I/O at zulip.client,
+-- where each setting comes from, what goes on the wire (encoding, User-Agent, compression, one
+-- connection), timeouts, the error fields, client:request and send_message, hidden heartbeats,
+-- TLS and proxies, and no API key in any string. Each spec here fails if the point it names is
+-- taken away. What other specs pin down is not repeated: recovery from faults
+-- (recovery_spec.lua), the JSON decoder (json_spec.lua), event loops (eventloop_spec.lua), TLS
+-- verification (tls_spec.lua), hostile replies (hostile_spec.lua), lifetimes (lifetime_spec.lua).
+-- Real dev server on 127.0.0.1, real libcurl, bounded waits.
 local zulip = require("zulip")
 local config = require("zulip.config")
 local encode = require("zulip.encode")
@@ -67,7 +72,7 @@ describe("core contract", function()
   end)
 
   describe("the API surface", function()
-    it("has every name the issue fixes", function()
+    it("has every public name of the API", function()
       assert.is_function(zulip.client)
       assert.is_function(zulip.decode)
       assert.is_string(zulip._VERSION)
