@@ -8,6 +8,7 @@
 --     end
 --
 -- @module zulip
+
 -- zulip.core is built against one Lua's headers. Loaded into another, it fails to link with
 -- "undefined symbol: lua_..." (a 5.1 build in 5.3 lacks lua_replace, a 5.4 build in 5.1 lacks
 -- lua_rotate, ...), or, were the symbols to match, it reports another `lua_version`: both say
@@ -245,6 +246,20 @@ end
 local function is_int(v)
   return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53
 end
+
+--- Cancel a request started with a callback (the handle that `client:request`,
+-- `client:send_message` and `client:reply` return when given one): it ends at once and its
+-- callback is not called. Idempotent; does nothing once the callback has run. (The handle's
+-- class lives in the engine, `lua/zulip/engine.lua`.)
+-- @function Request:cancel
+-- @treturn boolean true
+-- @usage local h = client:send_message(msg, function(reply) end)
+-- h:cancel()
+
+--- Whether a request started with a callback has ended (its callback has been queued or run).
+-- @function Request:done
+-- @treturn boolean
+-- @usage if h:done() then print("sent") end
 
 -- Where a reply to message `m` goes: a send_message table, or nil when the client's own user id
 -- is needed first (no participant's email is the client's: a realm that hides emails shows

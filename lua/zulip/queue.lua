@@ -85,6 +85,8 @@ end
 -- The owner of a queue's transfer: the engine hands it the finished transfer.
 local QueueOp = {}
 QueueOp.__index = QueueOp
+--- The engine's call when the queue's transfer has ended: the queue's `_finished`.
+-- @local
 function QueueOp:finished(eng)
   self.q:_finished(eng)
 end
