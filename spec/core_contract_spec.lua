@@ -189,7 +189,7 @@ describe("core contract", function()
           ('zulip: ZULIP_ALLOW_INSECURE must be true or false, got "%s"'):format(v))
         local rc = rc_file("zuliprc", { email = "a@example.com", key = ("k"):rep(32), site = "x", insecure = v })
         assert.has_error(function() config.resolve({ zuliprc = rc }, env_of{}) end,
-          ('zulip: zuliprc \'insecure\' must be true or false, got "%s"'):format(v))
+          ('zulip: \'insecure\' in the [api] section of %s must be true or false, got "%s"'):format(rc, v))
       end
       opts.insecure = "yes"
       assert.has_error(function() zulip.client(opts) end, 'zulip: option \'insecure\' must be true or false, got "yes"')
@@ -445,6 +445,9 @@ describe("core contract", function()
         assert(c:request("GET", "users/me"))
       ]]):format(bot.api_key), { LUA_PATH = package.path, LUA_CPATH = package.cpath })
       assert.is_false(ok and _VERSION ~= "Lua 5.1")  -- (5.1's popen close cannot tell)
+      -- (after the retry's line on stderr: there is no on_log)
+      assert.matches("^lua%-zulip: GET http://127%.0%.0%.1:1/api/v1/users/me failed: NETWORK: [^\n]+\n", out)
+      out = out:gsub("^lua%-zulip: [^\n]*\n", "")
       assert.matches("^%S+: %S+:2: zulip: NETWORK: [^\n]*connect", out)
       assert.is_nil(out:find("table: ", 1, true), out)
     end)
