@@ -146,10 +146,11 @@ describe("client:reply", function()
 end)
 
 describe("misuse errors name the caller's line", function()
-  local function client(extra)
-    local opts = { site = "http://127.0.0.1:9", email = "bot@example.com", api_key = KEY }
-    for k, v in pairs(extra or {}) do opts[k] = v end
-    return zulip.client(opts)
+  -- options for zulip.client, called by the specs themselves: its errors name their lines
+  local function opts(extra)
+    local o = { site = "http://127.0.0.1:9", email = "bot@example.com", api_key = KEY }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
   end
 
   it("for a site zulip.client cannot use", function()
@@ -162,23 +163,23 @@ describe("misuse errors name the caller's line", function()
       ["http://chat.example.com:90a"] = "has a port that is not a number",
     } do
       local at = next_line()
-      local e = error_of(function() client{ site = site } end)
+      local e = error_of(function() zulip.client(opts{ site = site }) end)
       assert.matches("^.-" .. at .. "zulip: site '[^']+' %(option 'site'%) " .. why, e)
     end
     local at = next_line()
     local e = error_of(function() local _ = zulip.client{ email = "a@b", api_key = KEY } end)
     assert.matches("^.-" .. at, e)
-    assert.are.equal("http://chat.example.com", client{ site = "http://chat.example.com/" }.site)
-    assert.are.equal("https://chat.example.com", client{ site = "chat.example.com" }.site)
-    assert.are.equal("http://[::1]:9991", client{ site = "http://[::1]:9991" }.site)
+    assert.are.equal("http://chat.example.com", zulip.client(opts{ site = "http://chat.example.com/" }).site)
+    assert.are.equal("https://chat.example.com", zulip.client(opts{ site = "chat.example.com" }).site)
+    assert.are.equal("http://[::1]:9991", zulip.client(opts{ site = "http://[::1]:9991" }).site)
   end)
 
   it("for typos inside backoff = {...}, in client, queue and each options", function()
     local at = next_line()
-    local e = error_of(function() client{ backoff = { bsae = 1 } } end)
+    local e = error_of(function() zulip.client(opts{ backoff = { bsae = 1 } }) end)
     assert.matches("^.-" .. at .. "zulip: unknown backoff setting 'bsae'", e)
     assert.is_nil(e:find("lua/zulip/", 1, true))
-    local c = client()
+    local c = zulip.client(opts())
     at = next_line()
     e = error_of(function() c:queue{ backoff = { cpa = 1 } } end)
     assert.matches("^.-" .. at .. "zulip: unknown backoff setting 'cpa'", e)
@@ -195,15 +196,15 @@ describe("misuse errors name the caller's line", function()
   end)
 
   it("for queue options and a closed queue", function()
-    local c = client()
-    for opts, text in pairs{
+    local c = zulip.client(opts())
+    for qopts, text in pairs{
       [{ bogus = 1 }] = "unknown queue option 'bogus'",
       [{ event_types = "message" }] = "queue option 'event_types' must be a list of strings",
       [{ on_retry = 1 }] = "option 'on_retry' must be a function",
       [{ last_event_id = 3 }] = "queue option 'last_event_id' needs 'id'",
     } do
       local at = next_line()
-      assert.matches("^.-" .. at .. "zulip: " .. text:gsub("%p", "%%%0"), error_of(function() c:queue(opts) end))
+      assert.matches("^.-" .. at .. "zulip: " .. text:gsub("%p", "%%%0"), error_of(function() c:queue(qopts) end))
     end
     local q = c:queue{}
     local at = next_line()
@@ -271,7 +272,7 @@ describe("a zulip.core built for another Lua", function()
       LUA_PATH = util.root .. "/lua/?.lua;" .. util.root .. "/lua/?/init.lua;;",
       LUA_CPATH = util.root .. "/build/" .. other .. "/?.so;;",
     })
-    assert.is_false(ok)
+    assert.is_false(ok and _VERSION ~= "Lua 5.1")  -- (5.1's popen close cannot tell)
     local v = this == "luajit" and "5.1" or this
     assert.matches("zulip: zulip.core at " .. so:gsub("%p", "%%%0") .. " %(it needs luaL?_[%w_]+, which this Lua"
                    .. " lacks%) was built for another Lua than this one %([^)]+%); rebuild it for this Lua: luarocks"
