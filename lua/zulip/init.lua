@@ -189,6 +189,26 @@ local function check_callback(callback, level)
   end
 end
 
+-- client:request's body, also called by send_message: its misuse errors are raised at level 3,
+-- the caller of the public method that called it (which must not tail-call it).
+local function request(self, method, path, params, callback)
+  if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 3) end
+  if type(path) ~= "string" then error("zulip: request path must be a string", 3) end
+  if path:find("[%c ]") then
+    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control)", 3)
+  end
+  if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 3) end
+  check_callback(callback, 3)
+  local e = engine_of(self, 4)
+  local full = path:sub(1, 5) == "/api/" and path or ("/api/v1/" .. path:gsub("^/+", ""))
+  local ok, form = pcall(function() return params and encode.form(params) or "" end)
+  if not ok then error(form, 3) end
+  if method == "GET" or method == "DELETE" then
+    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self.timeout, callback)
+  end
+  return e:request(method, full, form, self.timeout, callback)
+end
+
 --- Call any REST endpoint of the Zulip API.
 -- Parameters go in the query string for GET and DELETE and in a form body otherwise; every
 -- non-string value is sent as JSON text. Without a callback it waits for the reply (driving the
@@ -209,21 +229,8 @@ end
 -- @usage local me = assert(client:request("GET", "users/me")); print(me.full_name)
 -- client:request("GET", "users/me", nil, function(me, msg) print(me and me.full_name or msg) end)
 function Client:request(method, path, params, callback)
-  if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 2) end
-  if type(path) ~= "string" then error("zulip: request path must be a string", 2) end
-  if path:find("[%c ]") then
-    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control)", 2)
-  end
-  if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 2) end
-  check_callback(callback, 2)
-  local e = engine_of(self)
-  local full = path:sub(1, 5) == "/api/" and path or ("/api/v1/" .. path:gsub("^/+", ""))
-  local ok, form = pcall(function() return params and encode.form(params) or "" end)
-  if not ok then error(form, 2) end
-  if method == "GET" or method == "DELETE" then
-    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self.timeout, callback)
-  end
-  return e:request(method, full, form, self.timeout, callback)
+  local r, m, e = request(self, method, path, params, callback)  -- no tail call: errors name our caller
+  return r, m, e
 end
 
 --- Send a message (`POST /api/v1/messages`).
@@ -240,7 +247,8 @@ function Client:send_message(msg, callback)
   if type(msg) ~= "table" then error("zulip: send_message expects a table", 2) end
   if type(msg.content) ~= "string" then error("zulip: send_message needs 'content' (a string)", 2) end
   check_callback(callback, 2)
-  return self:request("POST", "messages", msg, callback)
+  local r, m, e = request(self, "POST", "messages", msg, callback)  -- no tail call: errors name our caller
+  return r, m, e
 end
 
 local function is_int(v)
