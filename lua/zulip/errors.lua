@@ -1,4 +1,3 @@
--- luacheck: no max line length (the Markdown tables of the module's LDoc page cannot wrap)
 --- Errors: every failure is returned as `nil, msg, err`.
 -- `msg` is a readable string (`assert(q:register())` prints it); `err` is a table with:
 --

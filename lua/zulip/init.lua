@@ -73,7 +73,7 @@ zulip.step_all = loop.step_all
 local platform = io.open("/proc/version", "r")
 if platform then platform:close() end
 local lua_name = (type(jit) == "table" and jit.version) or _VERSION
---- The default User-Agent, e.g. `lua-zulip/0.1.0 (Lua 5.4; Linux)`.
+--- The default User-Agent: `lua-zulip/VERSION (LUA; Linux)`, such as `lua-zulip/0.1.0 (Lua 5.4; Linux)`.
 zulip.USER_AGENT = ("lua-zulip/%s (%s; %s)"):format(version, lua_name, platform and "Linux" or "Unix")
 
 local Client = {}
