@@ -58,7 +58,7 @@ describe("the reference", function()
       assert.are.equal(name == "init" and "zulip" or ("zulip." .. name), f.module)
       -- LDoc takes the module's description from the file's first comment: anything before the
       -- `---` block (a luacheck directive, say) renames the module and loses its text
-      assert.matches("^%-%-%-", f.lines[1], 1, name .. ".lua does not start with its --- block")
+      assert.is_truthy(f.lines[1]:match("^%-%-%-"), name .. ".lua does not start with its --- block")
       for n, line in ipairs(f.lines) do
         local owner, method = line:match("^function%s+([%w_]+)[.:]([%w_]+)%s*%(")
         if owner and method:sub(1, 1) ~= "_" and not f.is_local then
