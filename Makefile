@@ -89,7 +89,7 @@ docs:
 clean:
 	rm -rf build
 
-# ---- Hardening (issue 5): sanitizers, valgrind, fuzzing, static analysis -----------------------
+# ---- Hardening: sanitizers, valgrind, fuzzing, static analysis -----------------------
 # make asan       build/asan/zulip/core.so with ASan+UBSan (gcc); the whole suite under lua5.4
 # make valgrind   the whole suite under valgrind (memcheck); a definite leak or an error fails it
 # make fuzz       libFuzzer targets (clang-14) in build/fuzz/, FUZZ_SECONDS (60) each: the JSON

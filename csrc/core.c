@@ -81,6 +81,8 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
   lua_setfield(L, -2, "null");
   lua_pushliteral(L, ZULIP_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  lua_pushliteral(L, LUA_VERSION);  /* the Lua whose headers built us: lua/zulip/init.lua checks it */
+  lua_setfield(L, -2, "lua_version");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
   return 1;

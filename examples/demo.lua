@@ -23,8 +23,18 @@ local ok, err = pcall(function()
     :format(sh(rc), sh(lua), sh(pidfile))))
   sleep(0.1)
   local pid = assert(io.open(pidfile)):read("*l")
-  local function bot_alive() return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-    or os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 end
+  -- a bot that has exited but is not reaped yet (a zombie: where PID 1 reaps late, as in some
+  -- containers) still answers kill -0, so its state in /proc decides first
+  local function bot_alive()
+    local stat = io.open("/proc/" .. pid .. "/stat")
+    if stat then
+      local state = (stat:read("*l") or ""):match("^%d+ %b() (%a)")
+      stat:close()
+      if state == "Z" or state == "X" then return false end
+    end
+    return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+      or os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0
+  end
 
   -- wait (bounded) until the bot has registered its queue
   local t0 = core.now()

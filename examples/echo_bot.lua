@@ -20,10 +20,14 @@ for event in q:each{ on_retry = on_retry } do
   print(("[%s] %s: %s"):format(where, m.sender_full_name, m.content))
   io.stdout:flush()
   if m.sender_email ~= client.email and m.content:lower():find("echo", 1, true) then
-    local reply = m.type == "stream"
-      and { type = "stream", to = m.display_recipient, topic = m.subject, content = "echo: " .. m.content }
-      or { type = "private", to = { m.sender_email }, content = "echo: " .. m.content }
-    assert(client:send_message(reply))
+    -- in the same channel and topic, or in the same DM conversation (display_recipient is the
+    -- channel's name for a channel message, a list of users for a DM: reply knows both)
+    local sent, msg = client:reply(m, "echo: " .. m.content)
+    if sent then
+      print(("  (answered: message %s)"):format(tostring(sent.id)))
+    else
+      print("  (could not answer: " .. msg .. ")")
+    end
   end
   if m.sender_email ~= client.email then seen = seen + 1 end
   if max and seen >= max then break end

@@ -2,7 +2,7 @@
 -- each frame calls `q:step(0)` (which never blocks), handles what arrived, "renders", and sleeps
 -- until the next frame. The long-poll, retries and re-registering all happen between frames.
 -- A message that starts with "ping" is answered with "pong" through the callback form of
--- `client:send_message`: the call returns at once, and the callback runs from a later frame's
+-- `client:reply`: the call returns at once, and the callback runs from a later frame's
 -- `q:step(0)` when the server has answered, however long that takes.
 --
 --     lua examples/game_loop.lua [frames [fps]]     (default: 600 frames at 60 fps)
@@ -28,13 +28,11 @@ local registered = false
 local current, pending = 0, 0
 
 -- Answers "ping" without waiting: the frame goes on, the callback reports when the reply came.
+-- client:reply answers in the message's channel and topic, or in its DM conversation.
 local function answer(m)
-  local to, topic = m.display_recipient, m.subject or m.topic
-  local reply_to = m.type == "stream" and { type = "stream", to = to, topic = topic, content = "pong" }
-    or { type = "private", to = { m.sender_email }, content = "pong" }
   local sent_frame, sent_at = current, core.now()
   pending = pending + 1
-  client:send_message(reply_to, function(reply, msg)
+  client:reply(m, "pong", function(reply, msg)
     pending = pending - 1
     if reply then
       print(("frame %d: sent pong (id %s): %d frames in %.3f s while the reply was on its way")

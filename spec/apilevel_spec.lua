@@ -1,4 +1,4 @@
--- Today's API level (issue 10): the register parameters that changed between feature level 330
+-- Today's API level (feature level 481): the register parameters that changed between feature level 330
 -- and 481 reach the server as the real one reads them, the dev server honours them, and bad
 -- values raise before any request.
 local cjson = require("cjson")

@@ -74,9 +74,9 @@ describe("configuration", function()
 
   it("raises clear errors for a missing site or key and a bad insecure value", function()
     assert.has_error(function() config.resolve({ email = "a@b", api_key = KEY }, env_of{}) end,
-      "zulip: no site given (option 'site', ZULIP_SITE or zuliprc 'site')")
+      "zulip: no site given (option 'site', ZULIP_SITE, or 'site' in the [api] section of a zuliprc)")
     assert.has_error(function() config.resolve({ email = "a@b", site = "x" }, env_of{}) end,
-      "zulip: no API key given (option 'api_key', ZULIP_API_KEY or zuliprc 'key')")
+      "zulip: no API key given (option 'api_key', ZULIP_API_KEY, or 'key' in the [api] section of a zuliprc)")
     assert.has_error(function()
       config.resolve({ email = "a@b", site = "x", api_key = KEY }, env_of{ ZULIP_ALLOW_INSECURE = "maybe" })
     end, 'zulip: ZULIP_ALLOW_INSECURE must be true or false, got "maybe"')

@@ -58,10 +58,11 @@ describe("examples", function()
   setup(function() dir = util.tmpdir() end)
   teardown(function() os.execute("rm -rf " .. util.shquote(dir)) end)
 
-  it("echo_bot.lua prints messages and answers the ones that say echo", function()
+  it("echo_bot.lua prints messages and answers the ones that say echo, a DM in the DM", function()
     util.send_when_queued(srv, { "bot@example.com" },
-                          { { "alice", msg("hello") }, { "alice", msg("please echo me") } })
-    local out, ok = run("echo_bot.lua", {}, { ZULIP_CONFIG = zuliprc("bot"), ECHO_BOT_MAX = "2" })
+                          { { "alice", msg("hello") }, { "alice", msg("please echo me") },
+                            { "alice", { type = "private", to = srv.users.bot.email, content = "echo in private" } } })
+    local out, ok = run("echo_bot.lua", {}, { ZULIP_CONFIG = zuliprc("bot"), ECHO_BOT_MAX = "3" })
     assert.is_true(ok, out)
     assert.matches("queue registered", out)
     assert.matches("%[#Denmark > ex%] Alice: hello\n", out)
@@ -75,6 +76,15 @@ describe("examples", function()
       end
     end
     assert.is_true(replied, "the bot did not answer")
+    assert.matches("%[direct%] Alice: echo in private\n  %(answered: message %d+%)\n", out)
+    local dm
+    for _, r in ipairs(reqs) do
+      if r.path == "/api/v1/messages" and type(r.form) == "table" and r.form.content == "echo: echo in private" then
+        dm = r.form
+      end
+    end
+    assert.are.same({ type = "private", to = "[" .. srv.users.alice.user_id .. "]", content = "echo: echo in private" },
+                    dm)
   end)
 
   it("channel_follower.lua sees only its channel", function()

@@ -1,7 +1,7 @@
 -- Real LÖVE (Debian's love 11.4, LuaJIT, build/luajit) under xvfb-run, with the dev server
 -- delaying one reply at a time: a game that calls q:step(0) once per frame sends a message,
 -- closes a queue and collects an open queue from love.update, and must keep at least 70% of
--- the frames expected from its frame rate before the slow operation (issue 11). The game is
+-- the frames expected from its frame rate before the slow operation (hosts.MIN_SHARE). The game is
 -- spec/support/love/ (main.lua, conf.lua), the scenario spec/support/host_scenario.lua.
 --
 -- LÖVE runs its own LuaJIT whatever Lua runs busted, so this file defines its test only in the

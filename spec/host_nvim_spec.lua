@@ -1,7 +1,7 @@
 -- Real headless Neovim (Debian's 0.7, LuaJIT, build/luajit) with the dev server delaying one
 -- reply at a time: a send from zulip.uv's on_event, q:close() and collecting an open queue must
 -- each leave a 10 ms editor timer (vim.loop.new_timer) ticking: at least 70% of the expected
--- ticks across the slow operation (issue 11). The driver inside Neovim is
+-- ticks across the slow operation (hosts.MIN_SHARE). The driver inside Neovim is
 -- spec/support/host_nvim.lua, the scenario spec/support/host_scenario.lua.
 --
 -- Neovim runs its own LuaJIT whatever Lua runs busted, so this file defines its tests only in the

@@ -1,7 +1,7 @@
 -- Real WeeChat (Debian's weechat-headless with its Lua plugin: Lua 5.3, build/5.3) with the dev
 -- server delaying one reply at a time: a script that steps the client from `weechat.hook_fd` on
 -- `client:pollfd()` sends a message, closes a queue and collects an open queue, and a 10 ms
--- `weechat.hook_timer` must keep at least 70% of its expected ticks across each (issue 11). The
+-- `weechat.hook_timer` must keep at least 70% of its expected ticks across each (hosts.MIN_SHARE). The
 -- script is spec/support/host_weechat.lua, the scenario spec/support/host_scenario.lua.
 --
 -- WeeChat runs its own Lua 5.3 whatever Lua runs busted, so this file defines its test only in

@@ -1,5 +1,6 @@
 -- Hostile and broken servers: replies that trickle, nest too deep, break HTTP, redirect to
--- another host, or are too large; and the secrets a client must never show (issue 5).
+-- another host, or are too large; and the secrets a client must never show (the API key, in any
+-- error, log line, trace or tostring: README's security notes).
 local zulip = require("zulip")
 local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")

@@ -1,6 +1,6 @@
 -- luacheck: ignore 512 (loops that run once and break or close are the point here)
 -- Lifetimes: queues collected, closed or abandoned at awkward moments must neither crash nor
--- leak (this suite also runs under ASan and valgrind: make asan, make valgrind) (issue 5).
+-- leak (this suite also runs under ASan and valgrind: make asan, make valgrind).
 local util = require("spec.support.util")
 
 local lfs = require("lfs")  -- busted's own dependency

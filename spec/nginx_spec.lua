@@ -1,6 +1,6 @@
 -- Through real nginx, configured like production Zulip's front end (spec/support/nginx.lua), on
 -- each of its listeners: plain HTTP, TLS with http2 on (production's `listen ... ssl http2`) and
--- TLS without http2 (issue 10).
+-- TLS without http2.
 local core = require("zulip.core")
 local zulip = require("zulip")
 local devserver = require("spec.support.devserver")

@@ -110,4 +110,35 @@ describe("Neovim drives a queue through zulip.uv", function()
     for _, info in ipairs(srv:control("GET", "/test/queues").queues) do assert.are_not.equal(qid, info.id) end
     sh("rm -rf " .. util.shquote(out))
   end)
+
+  it("shows retries in the plugin's buffer, not on stderr (which would draw over the editor)", function()
+    local out = util.tmpdir()
+    local port = assert(socket.bind("127.0.0.1", 0))
+    local _, free = port:getsockname()
+    port:close()
+    local code = table.concat({
+      ("package.path = %q .. package.path"):format(root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;"),
+      ("package.cpath = %q .. package.cpath"):format(root .. "/build/luajit/?.so;"),
+      ("vim.opt.runtimepath:append(%q)"):format(root .. "/examples/nvim"),
+      "vim.cmd('runtime plugin/zulip.lua')",
+      "vim.cmd('ZulipOpen Denmark')",
+      "local _, view = next(require('zulip_nvim').views())",
+      "local function shown() return table.concat(vim.api.nvim_buf_get_lines(view.buf, 0, -1, false), '\\n') end",
+      "vim.wait(8000, function() return shown():find('failed', 1, true) ~= nil end, 20)",
+      ("vim.fn.writefile(vim.split(shown(), '\\n'), %q)"):format(out .. "/lines"),
+      "require('zulip_nvim').close(nil, { wait = 0 })",
+      "vim.cmd('qall!')",
+    }, "\n")
+    util.write_file(out .. "/test.lua", code)
+    local env = ("env HOME=%s ZULIP_SITE=http://127.0.0.1:%d ZULIP_EMAIL=bot@example.com ZULIP_API_KEY=%s")
+      :format(util.shquote(out), free, srv.users.bot.api_key)
+    assert(sh(env .. " timeout -k 5 30 nvim --headless -u NONE -i NONE -n -c "
+              .. util.shquote("luafile " .. out .. "/test.lua") .. " </dev/null >" .. util.shquote(out .. "/log")
+              .. " 2>&1"))
+    local lines, log = util.read_file(out .. "/lines") or "", util.read_file(out .. "/log") or ""
+    sh("rm -rf " .. util.shquote(out))
+    assert.matches("\n%-%- registering the event queue %(POST http://127%.0%.0%.1:" .. free
+                   .. "/api/v1/register%) failed: NETWORK: [^\n]+%(attempt 1%)", lines)
+    assert.is_nil(log:find("lua-zulip:", 1, true), log)
+  end)
 end)

@@ -23,8 +23,14 @@ describe("recovery policy", function()
     assert.are.equal(1, p:decide(err("NETWORK")).delay)
     assert.are.equal(3, p:decide(err("NETWORK")).delay)
     assert.are.equal(5, p:decide(err("NETWORK")).delay)
-    assert.has_error(function() policy.new({ bse = 1 }) end, "zulip: unknown backoff setting 'bse'")
-    assert.has_error(function() policy.new({ cap = -1 }) end, "zulip: backoff.cap must be a number >= 0")
+    -- at the caller's line
+    local ok, e = pcall(function() policy.new({ bse = 1 }) end)
+    assert.is_false(ok)
+    assert.matches("policy_spec%.lua:%d+: zulip: unknown backoff setting 'bse' %(known: base, factor, cap, "
+                   .. "max_retry_after%)$", e)
+    ok, e = pcall(function() policy.new({ cap = -1 }) end)
+    assert.is_false(ok)
+    assert.matches("policy_spec%.lua:%d+: zulip: backoff%.cap must be a number >= 0$", e)
   end)
 
   it("retries network faults, timeouts, 5xx and non-JSON replies", function()

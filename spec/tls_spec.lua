@@ -1,6 +1,6 @@
 -- TLS against the dev server over HTTPS with a certificate from a CA made for the test run:
 -- verification is on by default, cert_bundle and insecure = true let the client in, and client
--- certificates work when the server requires them (issue 5).
+-- certificates work when the server requires them.
 local util = require("spec.support.util")
 
 local client_for = util.client

@@ -45,15 +45,29 @@ local function expand_home(path)
   return path
 end
 
-local function read_zuliprc(path, explicit)
+-- The [api] section of a zuliprc (or {} when it has none), and all of its sections; nil when a
+-- zuliprc nobody asked for (~/.zuliprc) does not exist.
+local function read_zuliprc(path, explicit, where)
   local f, err = io.open(path, "r")
   if not f then
-    if explicit then error("zulip: cannot read zuliprc: " .. tostring(err), 0) end
+    if explicit then error(("zulip: cannot read the zuliprc %s: %s"):format(where, tostring(err)), 0) end
     return nil
   end
   local text = f:read("*a")
   f:close()
-  return M.parse_ini(text).api or {}, path
+  local sections = M.parse_ini(text)
+  return sections.api or {}, sections
+end
+
+-- What a zuliprc without an [api] section has instead, for the error that says so.
+local function missing_api_hint(path, sections)
+  if not sections or sections.api then return "" end
+  local names = {}
+  for name in pairs(sections) do names[#names + 1] = "[" .. name .. "]" end
+  table.sort(names)
+  if #names == 0 then return ("; %s has no [api] section"):format(path) end
+  return ("; %s has no [api] section, only %s (section names are case-sensitive: write [api])")
+    :format(path, table.concat(names, ", "))
 end
 
 -- Strict, as the reference client is, so that TLS checks are never turned off by accident
@@ -66,7 +80,7 @@ local function parse_bool(value, where)
   error(("zulip: %s must be true or false, got %q"):format(where, tostring(value)), 0)
 end
 
---- Normalise a site: add `https://` when no scheme is given, drop trailing slashes.
+--- Normalise a site: add `https://` when no scheme is given, drop trailing slashes and `/api`.
 -- @tparam string site e.g. `"chat.example.com/"`
 -- @treturn string e.g. `"https://chat.example.com"`
 -- @usage assert(config.normalize_site("chat.example.com/") == "https://chat.example.com")
@@ -80,6 +94,35 @@ function M.normalize_site(site)
   return site
 end
 
+--- Check a normalised site: the scheme is `http` or `https`, there is a host, and nothing a
+-- base URL cannot have (spaces or other blanks, a query `?`, a fragment `#`). Raises
+-- `"zulip: site ... "` naming `where` the site came from; returns the site.
+-- @tparam string site as `normalize_site` returns it
+-- @tparam[opt] string where e.g. `"option 'site'"`
+-- @treturn string the site
+-- @usage config.check_site("https://chat.example.com")            -- fine
+-- pcall(config.check_site, "htp://chat.example.com")  -- false, "zulip: site 'htp://...' ..."
+function M.check_site(site, where)
+  local from = where and (" (" .. where .. ")") or ""
+  local function bad(why)
+    error(("zulip: site '%s'%s %s"):format(site, from, why), 0)
+  end
+  if site:find("[%s%c]") then bad("has a space or another blank in it") end
+  local scheme, rest = site:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then bad("is not a URL such as https://chat.example.com") end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then
+    bad(("has the scheme '%s://': use https:// (or http:// for a server without TLS)"):format(scheme))
+  end
+  if site:find("[?#]") then bad("has a '?' or '#': give the server's address only, e.g. https://chat.example.com") end
+  local authority = rest:match("^[^/]*")
+  local host = authority:gsub("^.*@", ""):match("^%[[%x:.]+%]") or authority:gsub("^.*@", ""):match("^[^:]*")
+  if host == nil or host == "" then bad("has no host name") end
+  local port = authority:gsub("^.*@", ""):sub(#host + 1)
+  if port ~= "" and not port:match("^:%d+$") then bad("has a port that is not a number") end
+  return site
+end
+
 --- Resolve the settings of a client from options, environment and zuliprc.
 -- Does no network I/O. Raises a clear error when the site or the key is missing, or when
 -- `insecure` is not a boolean.
@@ -90,15 +133,18 @@ end
 function M.resolve(opts, getenv)
   opts = opts or {}
   getenv = getenv or os.getenv
-  local rc_path = opts.zuliprc or getenv("ZULIP_CONFIG")
-  local rc
+  local rc_path, rc_where = opts.zuliprc, "given as option 'zuliprc'"
+  if rc_path == nil then rc_path, rc_where = getenv("ZULIP_CONFIG"), "named by ZULIP_CONFIG" end
+  local rc, sections
   if rc_path then
-    rc = read_zuliprc(expand_home(rc_path), true)
+    rc_path = expand_home(rc_path)
+    rc, sections = read_zuliprc(rc_path, true, rc_path .. " (" .. rc_where .. ")")
   else
-    rc = read_zuliprc(expand_home("~/.zuliprc"), false)
+    rc_path = expand_home("~/.zuliprc")
+    rc, sections = read_zuliprc(rc_path, false)
   end
   rc = rc or {}
-  local out = {}
+  local out, from = {}, {}
   for _, field in ipairs(FIELDS) do
     local v = opts[field]
     local where = "option '" .. field .. "'"
@@ -106,7 +152,7 @@ function M.resolve(opts, getenv)
       v, where = getenv(ENV[field]), ENV[field]
       if v == "" then v = nil end
     end
-    if v == nil then v, where = rc[RC[field]], "zuliprc '" .. RC[field] .. "'" end
+    if v == nil then v, where = rc[RC[field]], ("'%s' in the [api] section of %s"):format(RC[field], rc_path) end
     if field == "insecure" then
       out.insecure = v ~= nil and parse_bool(v, where) or false
     elseif v ~= nil then
@@ -115,11 +161,17 @@ function M.resolve(opts, getenv)
       end
       out[field] = (field == "cert_bundle" or field:match("^client_cert")) and expand_home(v) or v
     end
+    from[field] = where
   end
-  if not out.site then error("zulip: no site given (option 'site', ZULIP_SITE or zuliprc 'site')", 0) end
-  if not out.email then error("zulip: no email given (option 'email', ZULIP_EMAIL or zuliprc 'email')", 0) end
-  if not out.api_key then error("zulip: no API key given (option 'api_key', ZULIP_API_KEY or zuliprc 'key')", 0) end
-  out.site = M.normalize_site(out.site)
+  local hint = missing_api_hint(rc_path, sections)
+  local function missing(what, opt, env, key)
+    error(("zulip: no %s given (option '%s', %s, or '%s' in the [api] section of a zuliprc%s)")
+      :format(what, opt, env, key, hint ~= "" and hint or (sections and (": not in " .. rc_path) or "")), 0)
+  end
+  if not out.site then missing("site", "site", "ZULIP_SITE", "site") end
+  if not out.email then missing("email", "email", "ZULIP_EMAIL", "email") end
+  if not out.api_key then missing("API key", "api_key", "ZULIP_API_KEY", "key") end
+  out.site = M.check_site(M.normalize_site(out.site), from.site)
   return out
 end
 

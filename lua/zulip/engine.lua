@@ -210,8 +210,11 @@ function Request:finished(eng)
   if reply == nil then
     local delay = request_decision(self, err, res)
     if delay ~= nil then
-      eng:say("warn", ("retrying %s %s after %s in %.3f s"):format(self.method, self.path, err.code, delay),
-              { reason = err.code, attempt = self.attempt, delay = delay, http_status = err.http_status, error = err })
+      local status = err.http_status and (" (HTTP " .. err.http_status .. ")") or ""
+      eng:say("warn", ("%s %s%s failed: %s: %s%s; next attempt in %.2f s (attempt %d)"):format(self.method,
+                eng.client.site, self.path, err.code, err.msg, status, delay, self.attempt),
+              { reason = err.code, attempt = self.attempt, delay = delay, http_status = err.http_status,
+                error = err, retry = true })
       eng.timers[self] = now() + delay
       return
     end

@@ -8,8 +8,37 @@
 --     end
 --
 -- @module zulip
-local core = require("zulip.core")
+
+-- zulip.core is built against one Lua's headers. Loaded into another, it fails to link with
+-- "undefined symbol: lua_..." (a 5.1 build in 5.3 lacks lua_replace, a 5.4 build in 5.1 lacks
+-- lua_rotate, ...), or, were the symbols to match, it reports another `lua_version`: both say
+-- which Lua to rebuild it for.
+local function wrong_lua(detail)
+  local this = (type(jit) == "table" and jit.version) or _VERSION
+  local v = type(jit) == "table" and "5.1" or _VERSION:match("%d+%.%d+") or "?"
+  local make = type(jit) == "table" and "luajit" or v
+  return ("zulip: zulip.core %s was built for another Lua than this one (%s); rebuild it for this Lua:"
+          .. " luarocks make --lua-version=%s, or make LUA=%s"):format(detail, this, v, make)
+end
+local core
+do
+  local ok, mod = pcall(require, "zulip.core")
+  if not ok then
+    local msg = tostring(mod)
+    local sym = msg:match("undefined symbol: (luaL?_[%w_]+)")
+    if sym then
+      local file = msg:match("from file '([^']+)'")
+      error(wrong_lua(("%s(it needs %s, which this Lua lacks)"):format(file and ("at " .. file .. " ") or "", sym)), 2)
+    end
+    error(mod, 0)
+  end
+  if mod.lua_version ~= nil and mod.lua_version ~= _VERSION then
+    error(wrong_lua(("(built for %s)"):format(tostring(mod.lua_version))), 2)
+  end
+  core = mod
+end
 local config = require("zulip.config")
+local errors = require("zulip.errors")
 local encode = require("zulip.encode")
 local engine = require("zulip.engine")
 local queue = require("zulip.queue")
@@ -44,7 +73,7 @@ zulip.step_all = loop.step_all
 local platform = io.open("/proc/version", "r")
 if platform then platform:close() end
 local lua_name = (type(jit) == "table" and jit.version) or _VERSION
---- The default User-Agent, e.g. `lua-zulip/0.1.0 (Lua 5.4; Linux)`.
+--- The default User-Agent: `lua-zulip/VERSION (LUA; Linux)`, such as `lua-zulip/0.1.0 (Lua 5.4; Linux)`.
 zulip.USER_AGENT = ("lua-zulip/%s (%s; %s)"):format(version, lua_name, platform and "Linux" or "Unix")
 
 local Client = {}
@@ -62,6 +91,16 @@ local CLIENT_OPTS = {
 }
 
 local warned_insecure = false
+
+-- Without on_log: a retry goes to stderr, the first of a run of failures and every tenth after
+-- it (attempts 1, 11, 21, ...), so a wrong or unreachable site is never silent and a long outage
+-- is not a flood. Everything else stays quiet.
+local function default_log(level, msg, fields)
+  if level == "warn" and type(fields) == "table" and fields.retry and type(fields.attempt) == "number"
+     and fields.attempt % 10 == 1 then
+    io.stderr:write("lua-zulip: ", msg, "\n")
+  end
+end
 
 --- Make a client. Does no network I/O. Settings resolve as the reference Python client does:
 -- an option here, then `ZULIP_EMAIL`, `ZULIP_API_KEY`, `ZULIP_SITE`, `ZULIP_CERT`,
@@ -90,7 +129,7 @@ function zulip.client(opts)
   if timeout <= 0 or timeout ~= timeout then error("zulip: client option 'timeout' must be > 0", 2) end
   local ok, s = pcall(config.resolve, opts)
   if not ok then error(s, 2) end
-  local log = opts.on_log or function() end
+  local log = opts.on_log or default_log
   local session = core.session{
     site = s.site, email = s.email, api_key = s.api_key,
     user_agent = opts.user_agent or zulip.USER_AGENT,
@@ -138,7 +177,8 @@ end
 -- @treturn userdata a `zulip.Queue`
 -- @usage local q = client:queue{ event_types = { "message" }, narrow = { { "channel", "Denmark" } } }
 function Client:queue(opts)
-  return queue.new(self, engine_of(self), opts)
+  local q = queue.new(self, engine_of(self), opts)  -- not a tail call: its errors name our caller's line
+  return q
 end
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
@@ -147,6 +187,26 @@ local function check_callback(callback, level)
   if callback ~= nil and type(callback) ~= "function" then
     error("zulip: the callback must be a function", level + 1)
   end
+end
+
+-- client:request's body, also called by send_message: its misuse errors are raised at level 3,
+-- the caller of the public method that called it (which must not tail-call it).
+local function request(self, method, path, params, callback)
+  if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 3) end
+  if type(path) ~= "string" then error("zulip: request path must be a string", 3) end
+  if path:find("[%c ]") then
+    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control)", 3)
+  end
+  if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 3) end
+  check_callback(callback, 3)
+  local e = engine_of(self, 4)
+  local full = path:sub(1, 5) == "/api/" and path or ("/api/v1/" .. path:gsub("^/+", ""))
+  local ok, form = pcall(function() return params and encode.form(params) or "" end)
+  if not ok then error(form, 3) end
+  if method == "GET" or method == "DELETE" then
+    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self._timeout, callback)
+  end
+  return e:request(method, full, form, self._timeout, callback)
 end
 
 --- Call any REST endpoint of the Zulip API.
@@ -169,21 +229,8 @@ end
 -- @usage local me = assert(client:request("GET", "users/me")); print(me.full_name)
 -- client:request("GET", "users/me", nil, function(me, msg) print(me and me.full_name or msg) end)
 function Client:request(method, path, params, callback)
-  if not METHODS[method] then error("zulip: request method must be GET, POST, PUT, PATCH or DELETE", 2) end
-  if type(path) ~= "string" then error("zulip: request path must be a string", 2) end
-  if path:find("[%c ]") then
-    error("zulip: request path has a character HTTP cannot carry (a space, NUL, CR, LF or another control)", 2)
-  end
-  if params ~= nil and type(params) ~= "table" then error("zulip: request params must be a table", 2) end
-  check_callback(callback, 2)
-  local e = engine_of(self)
-  local full = path:sub(1, 5) == "/api/" and path or ("/api/v1/" .. path:gsub("^/+", ""))
-  local ok, form = pcall(function() return params and encode.form(params) or "" end)
-  if not ok then error(form, 2) end
-  if method == "GET" or method == "DELETE" then
-    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self._timeout, callback)
-  end
-  return e:request(method, full, form, self._timeout, callback)
+  local r, m, e = request(self, method, path, params, callback)  -- no tail call: errors name our caller
+  return r, m, e
 end
 
 --- Send a message (`POST /api/v1/messages`).
@@ -200,7 +247,149 @@ function Client:send_message(msg, callback)
   if type(msg) ~= "table" then error("zulip: send_message expects a table", 2) end
   if type(msg.content) ~= "string" then error("zulip: send_message needs 'content' (a string)", 2) end
   check_callback(callback, 2)
-  return self:request("POST", "messages", msg, callback)
+  local r, m, e = request(self, "POST", "messages", msg, callback)  -- no tail call: errors name our caller
+  return r, m, e
+end
+
+local function is_int(v)
+  return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53
+end
+
+--- Cancel a request started with a callback (the handle that `client:request`,
+-- `client:send_message` and `client:reply` return when given one): it ends at once and its
+-- callback is not called. Idempotent; does nothing once the callback has run. (The handle's
+-- class lives in the engine, `lua/zulip/engine.lua`.)
+-- @function Request:cancel
+-- @treturn boolean true
+-- @usage local h = client:send_message(msg, function(reply) end)
+-- h:cancel()
+
+--- Whether a request started with a callback has ended (its callback has been queued or run).
+-- @function Request:done
+-- @treturn boolean
+-- @usage if h:done() then print("sent") end
+
+-- Where a reply to message `m` goes: a send_message table, or nil when the client's own user id
+-- is needed first (no participant's email is the client's: a realm that hides emails shows
+-- addresses like user10@chat.example.com in display_recipient).
+local function reply_target(c, m, content)
+  local kind = m.type
+  if kind == "stream" or kind == "channel" then
+    local to = is_int(m.stream_id) and m.stream_id or m.display_recipient
+    local topic = m.subject
+    if topic == nil then topic = m.topic end
+    if (type(to) ~= "string" and not is_int(to)) or type(topic) ~= "string" then
+      error("zulip: reply: a channel message needs 'display_recipient' (or 'stream_id') and 'subject'", 3)
+    end
+    return { type = "stream", to = to, topic = topic, content = content }
+  end
+  local list = m.display_recipient
+  if (kind ~= "private" and kind ~= "direct") or type(list) ~= "table" then
+    error("zulip: reply: not a message event's message (its 'type' must be \"stream\" or \"private\", and"
+          .. " a direct message's 'display_recipient' is a list of users)", 3)
+  end
+  for _, r in ipairs(list) do
+    if type(r) ~= "table" or not is_int(r.id) then
+      error("zulip: reply: each of a direct message's 'display_recipient' needs an integer 'id'", 3)
+    end
+  end
+  local me = c.user_id
+  if me == nil then
+    local email = c.email:lower()
+    for _, r in ipairs(list) do
+      if type(r.email) == "string" and r.email:lower() == email then me = r.id end
+    end
+    if me == nil then return nil end
+    c.user_id = me
+  end
+  local to = {}
+  for _, r in ipairs(list) do
+    if r.id ~= me then to[#to + 1] = r.id end
+  end
+  if #to == 0 then to[1] = me end  -- a conversation with oneself
+  return { type = "private", to = to, content = content }
+end
+
+-- The handle of a reply that first had to ask for the client's user id: two requests, one handle.
+local Reply = {}
+Reply.__index = Reply
+Reply.__name = "zulip.Reply"
+
+--- Cancel a reply started with a callback (the handle `client:reply` returns): like a request
+-- handle's `cancel`, also while it is still asking the server for the client's user id.
+-- @treturn boolean true
+-- @usage local h = client:reply(m, "pong", function() end); h:cancel()
+function Reply:cancel()
+  self.cancelled = true
+  if self.h then self.h:cancel() end
+  return true
+end
+
+--- Whether the reply has ended (its callback has been queued or run).
+-- @treturn boolean
+-- @usage if h:done() then print("replied") end
+function Reply:done()
+  return self.finished == true
+end
+
+--- Reply to a message where it came from: in the same channel and topic, or in the same direct
+-- message conversation. For a direct message `to` lists the conversation's participants by user
+-- id without the client's own user (the server adds the sender itself), so a one-to-one DM is
+-- answered to its sender and a group DM to the whole group.
+--
+-- Which participant is the client's own user: the one whose email is `client.email`; when none
+-- is (a realm that hides emails shows `user10@...` addresses), the client asks the server once
+-- (`GET /api/v1/users/me`) and keeps the answer in `client.user_id`. With a callback that request
+-- goes out with a callback too, so `reply` never blocks a loop that drives the client.
+-- @tparam table message a message event's `message` (`event.message` from `q:each`)
+-- @tparam string content the reply's text (Zulip markdown)
+-- @tparam[opt] function callback as for `send_message`: then it returns at once
+-- @treturn table what `send_message` returns: the server's reply (`reply.id` is the new message's
+--   id), or `nil, msg, err` (e.g. `BAD_REQUEST` when the channel does not exist); with a callback,
+--   a handle with `h:cancel()` and `h:done()`
+-- @usage for event in q:each() do
+--   local m = event.message
+--   if m.sender_email ~= client.email and m.content == "ping" then
+--     local sent, msg = client:reply(m, "pong")
+--     if not sent then io.stderr:write("could not reply: ", msg, "\n") end
+--   end
+-- end
+-- client:reply(m, "pong", function(sent, msg) if not sent then print(msg) end end)  -- from a loop
+function Client:reply(message, content, callback)
+  if type(message) ~= "table" then error("zulip: reply expects a message (a table) and its content", 2) end
+  if type(content) ~= "string" then error("zulip: reply needs the content (a string)", 2) end
+  check_callback(callback, 2)
+  engine_of(self)
+  local target = reply_target(self, message, content)
+  if target then
+    local r, msg, err = self:send_message(target, callback)
+    return r, msg, err
+  end
+  if not callback then
+    local me, msg, err = self:request("GET", "users/me")
+    if not me then return nil, msg, err end
+    if not is_int(me.user_id) then
+      return errors.fail(errors.new("PROTOCOL", "users/me reply lacks user_id"))
+    end
+    self.user_id = me.user_id
+    return self:send_message(reply_target(self, message, content))
+  end
+  local h = setmetatable({}, Reply)
+  local function finish(r, msg, err)
+    h.finished = true
+    callback(r, msg, err)
+  end
+  h.h = self:request("GET", "users/me", nil, function(me, msg, err)
+    if h.cancelled then return end
+    if not me then return finish(nil, msg, err) end
+    if not is_int(me.user_id) then
+      local e = errors.new("PROTOCOL", "users/me reply lacks user_id")
+      return finish(nil, e.message, e)
+    end
+    self.user_id = me.user_id
+    h.h = self:send_message(reply_target(self, message, content), finish)
+  end)
+  return h
 end
 
 --- The file descriptor a loop watches for this client: readable when `client:step` has work

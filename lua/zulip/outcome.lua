@@ -9,7 +9,9 @@
 -- * a reply that is not Zulip's (a proxy's HTML page): `HTTP` with a snippet of its text; 401 and
 --   429 keep their meaning without a JSON body.
 -- * a 200 that is not JSON, or JSON that is not a Zulip reply: `PROTOCOL`.
--- * a transfer that failed: the core's code (`NETWORK`, `TIMEOUT`, `TLS`, `PROTOCOL`, `TOO_LARGE`).
+-- * a transfer that failed: the core's code (`NETWORK`, `TIMEOUT`, `TLS`, `PROTOCOL`, `TOO_LARGE`);
+--   a TLS "wrong version number" (a plain-HTTP server answering a TLS hello) gets the hint
+--   "the server speaks plain HTTP? then use an http:// site".
 -- @module zulip.outcome
 local errors = require("zulip.errors")
 
@@ -27,7 +29,15 @@ end
 -- @return the reply table on success, or `nil, msg, err`
 -- @usage local reply, msg, err = outcome.classify(transfer:result(), function() return transfer:raw() end)
 function M.classify(res, raw)
-  if res.code then return errors.fail(errors.new(res.code, res.message)) end
+  if res.code then
+    local msg = res.message
+    -- OpenSSL's words for a TLS hello answered with plain text: most often an http:// server
+    -- given as a site without a scheme (which means https://)
+    if res.code == "TLS" and type(msg) == "string" and msg:lower():find("wrong version number", 1, true) then
+      msg = msg .. " (the server speaks plain HTTP? then use an http:// site)"
+    end
+    return errors.fail(errors.new(res.code, msg))
+  end
   local status, body = res.status, res.body
   if status == 200 and type(body) == "table" and body.result == "success" then return body end
   local fields = { http_status = status, retry_after = res.retry_after }

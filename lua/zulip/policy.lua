@@ -33,11 +33,16 @@ Policy.__index = Policy
 function M.new(backoff, random)
   local b = {}
   for k, v in pairs(M.DEFAULTS) do b[k] = v end
+  -- level 2: a direct caller's line; under the pcall of client and queue options no position at
+  -- all (the level is pcall itself, a C function), and those re-raise with their caller's line
   if backoff ~= nil then
-    if type(backoff) ~= "table" then error("zulip: 'backoff' must be a table", 3) end
+    if type(backoff) ~= "table" then error("zulip: 'backoff' must be a table", 2) end
     for k, v in pairs(backoff) do
-      if M.DEFAULTS[k] == nil then error("zulip: unknown backoff setting '" .. tostring(k) .. "'", 3) end
-      if type(v) ~= "number" or v < 0 or v ~= v then error("zulip: backoff." .. k .. " must be a number >= 0", 3) end
+      if M.DEFAULTS[k] == nil then
+        error(("zulip: unknown backoff setting '%s' (known: base, factor, cap, max_retry_after)")
+          :format(tostring(k)), 2)
+      end
+      if type(v) ~= "number" or v < 0 or v ~= v then error("zulip: backoff." .. k .. " must be a number >= 0", 2) end
       b[k] = v
     end
   end

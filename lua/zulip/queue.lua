@@ -85,6 +85,8 @@ end
 -- The owner of a queue's transfer: the engine hands it the finished transfer.
 local QueueOp = {}
 QueueOp.__index = QueueOp
+--- The engine's call when the queue's transfer has ended: the queue's `_finished`.
+-- @local
 function QueueOp:finished(eng)
   self.q:_finished(eng)
 end
@@ -105,7 +107,7 @@ function M.new(client, eng, opts)
       error(("zulip: unknown queue option '%s'"):format(tostring(k)), 3)
     end
   end
-  check_recovery(opts, 3)
+  check_recovery(opts, 4)
   if opts.id ~= nil and type(opts.id) ~= "string" then error("zulip: queue option 'id' must be a string", 3) end
   if opts.last_event_id ~= nil and not is_int(opts.last_event_id) then
     error("zulip: queue option 'last_event_id' must be an integer", 3)
@@ -156,9 +158,14 @@ local function retry_info(d)
   return { reason = d.reason, attempt = d.attempt, delay = d.delay, http_status = d.http_status, error = d.err }
 end
 
+local WHAT = { register = "registering the event queue (POST %s/api/v1/register)",
+               poll = "polling for events (GET %s/api/v1/events)" }
+
 -- A failed request of a queue the policy drives: raise (kept for the consumer), re-register, or
--- retry after the backoff. The log line and on_retry run after the pump.
-local function failure(q, st, eng, msg, err)
+-- retry after the backoff. The log line and on_retry run after the pump. A retry's line says
+-- what failed, why and when the next attempt is; its fields carry `retry = true` and the
+-- attempt, which is how the client's default log (stderr) picks the first and every tenth.
+local function failure(q, st, eng, msg, err, kind)
   local d = st._pol:decide(err)
   if d.action == "raise" then
     st._fatal, st.last_error = { msg = msg, err = err }, err
@@ -166,8 +173,15 @@ local function failure(q, st, eng, msg, err)
     return
   end
   local info = retry_info(d)
-  eng:say("warn", d.action == "reregister" and "event queue expired; registering a new one"
-    or ("retrying after %s in %.3f s"):format(d.reason, d.delay), info)
+  if d.action == "reregister" then
+    eng:say("warn", "event queue expired; registering a new one", info)
+  else
+    local fields = retry_info(d)
+    fields.retry = true
+    eng:say("warn", ("%s failed: %s: %s%s; next attempt in %.2f s (attempt %d)"):format(
+      (WHAT[kind] or "a request to %s"):format(eng.client.site), err.code, err.msg,
+      err.http_status and (" (HTTP " .. err.http_status .. ")") or "", d.delay, d.attempt), fields)
+  end
   if st._o.on_retry then eng:later(st._o.on_retry, info) end
   if d.action == "reregister" then st._stale = true else st._dont_block = true end
   st._wake, st._delay = now() + d.delay, d.delay
@@ -182,7 +196,7 @@ local function start(q, st, kind, method, path, body, timeout)
     return
   end
   local _, m, err = errors.fail(errors.new("NETWORK", "cannot start the request: " .. tostring(msg)))
-  if st._manual then st._reply = { msg = m, err = err } else failure(q, st, st._eng, m, err) end
+  if st._manual then st._reply = { msg = m, err = err } else failure(q, st, st._eng, m, err, kind) end
 end
 
 local function start_register(q, st)
@@ -274,7 +288,7 @@ function Queue:_finished(eng)
       return
     end
   end
-  failure(self, st, eng, msg, err)
+  failure(self, st, eng, msg, err, kind)
 end
 
 --- The engine's call when the queue's backoff has ended.
@@ -356,7 +370,7 @@ local function merged_options(st, opts, level)
       if RECOVERY[k] == nil then error(("zulip: unknown option '%s'"):format(tostring(k)), level) end
       o[k] = v
     end
-    check_recovery(opts, level)
+    check_recovery(opts, level + 1)
   end
   return o
 end
@@ -386,7 +400,7 @@ end
 function Queue:each(opts)
   local st = state_of(self)
   local o = merged_options(st, opts, 3)
-  local pol = (opts ~= nil and (opts.backoff ~= nil or opts.random ~= nil)) and make_policy(o, 3) or st._pol
+  local pol = (opts ~= nil and (opts.backoff ~= nil or opts.random ~= nil)) and make_policy(o, 2) or st._pol
   local eng = st._eng
   local sleep = o.sleep
   drive_with(st, o, pol)

@@ -73,8 +73,9 @@ local ok, err = xpcall(function()
   local zulip = require("zulip")
   client = zulip.client{ timeout = 10 }
   q = client:queue{ event_types = { "message" }, apply_markdown = false }
-  -- the client's fd (issue 11's contract); a module without client:pollfd is driven through
-  -- the queue's own fd instead, and the result says so (the spec fails on it)
+  -- the client's fd (one fd for everything the client does: what a host watches); a module
+  -- without client:pollfd is driven through the queue's own fd instead, and the result says so
+  -- (the spec fails on it)
   local fd
   if type(client.pollfd) == "function" then
     driver, fd = "client", client:pollfd()

@@ -17,7 +17,8 @@ local assert = require("luassert")
 
 local M = {}
 
---- The share of expected ticks each slow operation must keep (the issue's "Must show").
+--- The share of expected ticks each slow operation must keep (70%: a host's timer or frames may
+-- slow down a little during a slow reply, never stop).
 M.MIN_SHARE = 0.7
 --- How long the dev server holds each slow reply (seconds). ZULIP_HOST_SPEC_SEND_DELAY and
 -- ZULIP_HOST_SPEC_DELETE_DELAY override them for trying the harness by hand (e.g. 0.01: then

@@ -53,7 +53,20 @@ end
 function M.open(opts)
   opts = opts or {}
   local zulip = opts.zulip or require("zulip")
-  local client = zulip.client(opts.client or {})
+  -- Without on_log the library writes retries to stderr, which would draw over the editor's
+  -- screen: the view shows them instead (the first of a run of failures and every tenth, as the
+  -- library would), unless the caller brings an on_log of its own.
+  local view
+  local copts = {}
+  for k, v in pairs(opts.client or {}) do copts[k] = v end
+  if copts.on_log == nil then
+    copts.on_log = function(level, msg, fields)
+      if level ~= "debug" and (not (fields and fields.retry) or fields.attempt % 10 == 1) then
+        if view then append(view, { "-- " .. msg }) else vim.schedule(function() vim.notify(msg) end) end
+      end
+    end
+  end
+  local client = zulip.client(copts)
   local narrow = opts.channel and { { "channel", opts.channel } } or nil
   local q = client:queue{ event_types = { "message" }, apply_markdown = false, narrow = narrow }
   opened = opened + 1
@@ -62,7 +75,7 @@ function M.open(opts)
   vim.api.nvim_buf_set_option(buf, "filetype", "zulip")
   vim.api.nvim_buf_set_lines(buf, 0, -1, false,
     { ("-- Zulip: %s at %s%s --"):format(client.email, client.site, opts.channel and (", #" .. opts.channel) or "") })
-  local view = { buf = buf, queue = q, client = client, channel = opts.channel, messages = 0, sent = {} }
+  view = { buf = buf, queue = q, client = client, channel = opts.channel, messages = 0, sent = {} }
   view.watch = require("zulip.uv").watch(q, function(ev)
     if ev.type == "message" then
       view.messages = view.messages + 1
