@@ -1,5 +1,6 @@
 #!/bin/sh
-# run-specs.sh VERSION... [SPEC]: runs busted under each Lua and sums up.
+# run-specs.sh VERSION... [SPEC...]: runs busted under each Lua and sums up.
+# ZULIP_BUILD_TAG (set by make for a non-default poller, e.g. "-poll") picks build/<lua><tag>.
 # Prints busted's own report per version, then one line "N passed, N failed".
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -8,7 +9,7 @@ spec=""
 versions=""
 for a in "$@"; do
   case "$a" in
-    *.lua|spec/*) spec="$a" ;;
+    *.lua|spec/*) spec="$spec $a" ;;
     *) versions="$versions $a" ;;
   esac
 done
@@ -16,9 +17,9 @@ passed=0; failed=0; status=0
 for v in $versions; do
   case "$v" in luajit) bin=luajit ;; *) bin="lua$v" ;; esac
   out=$(mktemp)
-  echo "== Lua $v ($bin)"
+  echo "== Lua $v ($bin, build/$v${ZULIP_BUILD_TAG:-})"
   LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/?.lua;;" \
-  LUA_CPATH="$root/build/$v/?.so;;" \
+  LUA_CPATH="$root/build/$v${ZULIP_BUILD_TAG:-}/?.so;;" \
   ZULIP_TEST_LUA="$v" \
     timeout -k 10 "${SPEC_TIMEOUT:-900}" "$bin" /usr/bin/busted --output=utfTerminal ${spec:-spec} >"$out" 2>&1
   rc=$?
