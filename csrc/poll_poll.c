@@ -2,9 +2,8 @@
  *
  * poll(2) keeps no set in the kernel, so there is no fd that aggregates the sockets. What this
  * poller promises a foreign loop instead:
- *   zpoll_fd   the read end of a self-pipe, readable when the timer is armed earlier than it was
- *              (or for a time already due): a loop that watches it learns to ask for the new
- *              timeout at once, so an alarm set outside a step is never missed;
+ *   zpoll_fd   the read end of a self-pipe, readable when the timer is armed for a time already
+ *              due: work to do at once (zeng_alarm(0): a callback to run, a request to start);
  *   zpoll_fds  the pipe, then every socket with the events curl wants on it: a loop that watches
  *              them all (zulip.step_all, zulip.uv) sees every socket's activity at once;
  *   the timer  nothing fires it behind the loop's back: its time is counted in zeng_timeout_ms,
@@ -24,6 +23,7 @@
 
 struct zpoll {
   int pipe_r, pipe_w;  /* the self-pipe, both ends non-blocking and close-on-exec */
+  int signalled;       /* a byte is in the pipe */
   long long armed_ms;  /* the timer, -1: disarmed */
   struct pollfd *fds;  /* [0] is pipe_r; then the sockets, nfds in all */
   int nfds, cap;
@@ -131,15 +131,25 @@ void zpoll_watch(zpoll *p, int fd, int what) {
 
 static void zpoll_drain(zpoll *p) {
   char buf[64];
+  if (!p->signalled) return;
   while (read(p->pipe_r, buf, sizeof buf) > 0) {}
+  p->signalled = 0;
 }
 
+/* Like a timerfd: the pipe is readable exactly while the timer is armed for a time that was due
+ * when it was armed (work to do at once: a callback to run, a request to start), so a loop that
+ * watches only the pipe gets that. Arming it again for later, or disarming it, makes the pipe
+ * unreadable again. A timer for later does not make it readable when it falls due: nothing runs
+ * then to write the byte (the loop wakes for it through timeout(), see above). */
 void zpoll_arm(zpoll *p, long long due) {
   if (due == p->armed_ms) return;
-  if (due >= 0 && (p->armed_ms < 0 || due < p->armed_ms)) {
-    char b = 1;
-    /* full pipe (EAGAIN): it is readable already, which is all the byte is for */
-    if (write(p->pipe_w, &b, 1) < 0) { /* nothing to do */ }
+  if (due >= 0 && due <= zpoll_now_ms()) {
+    if (!p->signalled) {
+      char b = 1;
+      if (write(p->pipe_w, &b, 1) == 1) p->signalled = 1;
+    }
+  } else {
+    zpoll_drain(p);
   }
   p->armed_ms = due;
 }

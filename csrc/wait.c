@@ -22,8 +22,11 @@
 int zulip_wait(lua_State *L) {
   struct pollfd *pfd;
   int n, i, ms = -1, ready, k;
+  int has_events;
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  has_events = !lua_isnoneornil(L, 3);
+  if (has_events) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);  /* the scratch below goes to 4, whatever was passed */
   n = (int)lua_rawlen(L, 1);
   if (!lua_isnoneornil(L, 2)) {
     double s = luaL_checknumber(L, 2) * 1000;
@@ -42,7 +45,7 @@ int zulip_wait(lua_State *L) {
     lua_pop(L, 1);
     pfd[i].fd = (int)fd;
     pfd[i].events = POLLIN;
-    if (!lua_isnoneornil(L, 3)) {
+    if (has_events) {
       const char *ev;
       lua_rawgeti(L, 3, i + 1);
       ev = lua_tostring(L, -1);

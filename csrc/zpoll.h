@@ -5,8 +5,8 @@
  *   poll_kqueue.c  kqueue + EVFILT_TIMER (macOS, the BSDs; libkqueue elsewhere)
  * Both put everything behind one fd: zpoll_fd is readable when a socket or the timer has activity.
  *   poll_poll.c    poll(2), any POSIX system. poll(2) has no aggregate fd, so zpoll_fd is the read
- *                  end of a self-pipe, readable only when the timer is moved earlier (or is due at
- *                  once); the sockets a loop must also watch come from zpoll_fds, and the timer's
+ *                  end of a self-pipe, readable only when the timer is armed for a time already
+ *                  due; the sockets a loop must also watch come from zpoll_fds, and the timer's
  *                  time from the caller's own bookkeeping (zeng_timeout_ms counts it). */
 #ifndef ZULIP_ZPOLL_H
 #define ZULIP_ZPOLL_H
@@ -28,7 +28,7 @@ typedef struct zpoll_event {
 zpoll *zpoll_new(char *err, size_t errlen);
 void zpoll_free(zpoll *p);
 /* The descriptor that is readable when a socket of the set or the timer has activity (when
- * zpoll_single_fd() is 0: only when the timer was moved earlier, see above). */
+ * zpoll_single_fd() is 0: only when the timer is armed for a time already due, see above). */
 int zpoll_fd(const zpoll *p);
 /* Everything a loop must watch, for what: with zpoll_single_fd() just zpoll_fd for ZPOLL_IN, else
  * zpoll_fd first, then each watched socket. Fills at most max, returns how many there are. */
