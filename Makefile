@@ -20,7 +20,10 @@ export ZULIP_BUILD_TAG := $(if $(filter $(POLLER_DEFAULT),$(POLLER)),,-$(POLLER)
 KQUEUE_SYSTEM := $(filter Darwin %BSD DragonFly,$(UNAME_S))
 KQUEUE_CFLAGS ?= $(if $(KQUEUE_SYSTEM),,$(shell pkg-config --cflags libkqueue 2>/dev/null))
 KQUEUE_LIBS   ?= $(if $(KQUEUE_SYSTEM),,$(shell pkg-config --libs libkqueue 2>/dev/null))
-POLL_CFLAGS = $(if $(filter kqueue,$(POLLER)),$(KQUEUE_CFLAGS))
+# libkqueue's kqueue fd is never readable: off macOS and the BSDs the kqueue core gives loops a
+# self-pipe and its sockets instead (csrc/poll_kqueue.c); KQUEUE_POLLABLE=1 says otherwise
+KQUEUE_POLLABLE ?= $(if $(KQUEUE_SYSTEM),1,0)
+POLL_CFLAGS = $(if $(filter kqueue,$(POLLER)),$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE))
 POLL_LIBS   = $(if $(filter kqueue,$(POLLER)),$(KQUEUE_LIBS))
 BUILD    := build/$(LUA)$(ZULIP_BUILD_TAG)
 MODULE   := $(BUILD)/zulip/core.so
@@ -115,7 +118,7 @@ portable-check:
 	    if [ -z "$(KQUEUE_SYSTEM)" ] && [ -z "$(KQUEUE_CFLAGS)" ]; then \
 	      echo "== portable-check: kqueue SKIPPED: no kqueue on $(UNAME_S) and no KQUEUE_CFLAGS (libkqueue's headers)"; \
 	      continue; fi; \
-	    extra="$(KQUEUE_CFLAGS)"; fi; \
+	    extra="$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE)"; fi; \
 	  echo "== portable-check: $$p core, $(CC) -D_POSIX_C_SOURCE=200809L"; \
 	  for f in $(filter-out $(POLLERS),$(wildcard csrc/*.c)) csrc/poll_$$p.c; do \
 	    $(CC) $(PORTABLE_FLAGS) $$extra -c -o build/portable/$$(basename $$f .c)-$$p.o $$f || exit 1; \
@@ -264,7 +267,7 @@ warnings:
 	  if [ $$p = kqueue ]; then \
 	    if [ -z "$(KQUEUE_SYSTEM)" ] && [ -z "$(KQUEUE_CFLAGS)" ]; then \
 	      echo "== $$cc, kqueue core SKIPPED: no kqueue headers (set KQUEUE_CFLAGS and KQUEUE_LIBS)"; continue; fi; \
-	    extra="$(KQUEUE_CFLAGS)"; libs="$(KQUEUE_LIBS)"; fi; \
+	    extra="$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE)"; libs="$(KQUEUE_LIBS)"; fi; \
 	  mkdir -p build/warn-$$cc-$$p; \
 	  echo "== $$cc, lua5.4, $$p core"; \
 	  $$cc $(WARN) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' -O2 $$(pkg-config --cflags lua5.4 libcurl) \

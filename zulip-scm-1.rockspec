@@ -29,7 +29,7 @@ build = {
       -- [1] is the poller: plain poll(2) on any Unix, replaced below where the system has better
       -- (luarocks merges a platform's table into this one key by key)
       sources = { "csrc/poll_poll.c", "csrc/core.c", "csrc/engine.c", "csrc/enginelib.c", "csrc/json.c",
-                  "csrc/pollclock.c", "csrc/queue.c", "csrc/session.c", "csrc/trace.c", "csrc/wait.c",
+                  "csrc/pollclock.c", "csrc/pollset.c", "csrc/queue.c", "csrc/session.c", "csrc/trace.c", "csrc/wait.c",
                   "csrc/xfer.c" },
       -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
       defines = { 'ZULIP_VERSION="0.1.0"' },

@@ -4,12 +4,19 @@
  *
  * The timer is relative and one-shot: absolute kqueue timers differ between systems (NOTE_ABSTIME
  * on FreeBSD counts on the wall clock, macOS has NOTE_ABSOLUTE in its own units), while a relative
- * time in milliseconds, the default unit, means the same everywhere. */
+ * time in milliseconds, the default unit, means the same everywhere.
+ *
+ * libkqueue (kqueue on Linux and others, for testing this file there) hands out a kqueue fd that
+ * never becomes readable (the write end of a pipe it watches for close). Built against it, with
+ * ZPOLL_KQUEUE_POLLABLE 0 (the Makefile's default off macOS and the BSDs), this poller keeps
+ * kevent(2) for its own waits and gives loops what poll_poll.c gives them: a self-pipe and the
+ * socket list of pollset.c. */
 #define _POSIX_C_SOURCE 200809L  /* struct timespec under -std=c99 */
 #if defined(__APPLE__)
 #define _DARWIN_C_SOURCE         /* macOS hides the types <sys/event.h> uses under strict POSIX */
 #endif
 #include "zpoll.h"
+#include "pollset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +30,18 @@
 #include <sys/event.h>
 #include <sys/time.h>
 
+#ifndef ZPOLL_KQUEUE_POLLABLE
+#define ZPOLL_KQUEUE_POLLABLE 1  /* the kernel's kqueue: its fd is readable while events are pending */
+#endif
+
 #define ZPOLL_TIMER_ID 1  /* the timer's ident; timers have an ident space of their own */
 
 struct zpoll {
   int kq;
   long long armed_ms;  /* what the timer is armed for, -1: disarmed */
+#if !ZPOLL_KQUEUE_POLLABLE
+  zpoll_set set;       /* what loops watch instead of the kqueue fd */
+#endif
 };
 
 const char *zpoll_name(void) {
@@ -35,7 +49,7 @@ const char *zpoll_name(void) {
 }
 
 int zpoll_single_fd(void) {
-  return 1;
+  return ZPOLL_KQUEUE_POLLABLE;
 }
 
 /* One change; errors are the caller's to ignore (deleting a filter that is not there). */
@@ -56,6 +70,12 @@ zpoll *zpoll_new(char *err, size_t errlen) {
     return NULL;
   }
   p->armed_ms = -1;
+#if !ZPOLL_KQUEUE_POLLABLE
+  if (zpoll_set_init(&p->set, err, errlen) != 0) {
+    free(p);
+    return NULL;
+  }
+#endif
   p->kq = kqueue();
   if (p->kq < 0) {
     int e = errno;
@@ -64,6 +84,9 @@ zpoll *zpoll_new(char *err, size_t errlen) {
                "(ulimit -n, RLIMIT_NOFILE) or close clients", strerror(e));
     else
       snprintf(err, errlen, "cannot make its kqueue: %s", strerror(e));
+#if !ZPOLL_KQUEUE_POLLABLE
+    zpoll_set_free(&p->set);
+#endif
     free(p);
     return NULL;
   }
@@ -75,29 +98,46 @@ zpoll *zpoll_new(char *err, size_t errlen) {
 void zpoll_free(zpoll *p) {
   if (p == NULL) return;
   if (p->kq >= 0) close(p->kq);
+#if !ZPOLL_KQUEUE_POLLABLE
+  zpoll_set_free(&p->set);
+#endif
   free(p);
 }
 
 int zpoll_fd(const zpoll *p) {
+#if ZPOLL_KQUEUE_POLLABLE
   return p->kq;
+#else
+  return p->set.pipe_r;
+#endif
 }
 
 int zpoll_fds(const zpoll *p, zpoll_event *evs, int max) {
+#if ZPOLL_KQUEUE_POLLABLE
   if (max > 0) {
     evs[0].fd = p->kq;
     evs[0].what = ZPOLL_IN;
   }
   return 1;
+#else
+  return zpoll_set_fds(&p->set, evs, max);
+#endif
 }
 
 void zpoll_watch(zpoll *p, int fd, int what) {
   /* deleting what is not there fails harmlessly (ENOENT), as does anything on an fd curl closed */
   (void)zpoll_change(p, fd, EVFILT_READ, (what & ZPOLL_IN) ? EV_ADD : EV_DELETE, 0);
   (void)zpoll_change(p, fd, EVFILT_WRITE, (what & ZPOLL_OUT) ? EV_ADD : EV_DELETE, 0);
+#if !ZPOLL_KQUEUE_POLLABLE
+  zpoll_set_watch(&p->set, fd, what);
+#endif
 }
 
 void zpoll_arm(zpoll *p, long long due) {
   if (due == p->armed_ms) return;
+#if !ZPOLL_KQUEUE_POLLABLE
+  zpoll_set_signal(&p->set, due >= 0 && due <= zpoll_now_ms());  /* as in poll_poll.c */
+#endif
   if (due < 0) {
     (void)zpoll_change(p, ZPOLL_TIMER_ID, EVFILT_TIMER, EV_DELETE, 0);
   } else {
@@ -124,6 +164,9 @@ int zpoll_wait(zpoll *p, long ms, zpoll_event *evs, int max) {
   for (i = 0; i < n; i++) {
     if (ev[i].filter == EVFILT_TIMER) {
       p->armed_ms = -1;  /* one-shot: it fired */
+#if !ZPOLL_KQUEUE_POLLABLE
+      zpoll_set_signal(&p->set, 0);
+#endif
       evs[k].fd = -1;
       evs[k++].what = ZPOLL_IN;
       continue;

@@ -33,7 +33,8 @@ describe("Neovim drives a queue through zulip.uv", function()
     srv = devserver.start{ heartbeat = 30 }
     -- Neovim loads the C core through package.cpath; make sure the LuaJIT build is current
     assert(sh("make --no-print-directory -C " .. util.shquote(root)
-              .. " LUA=luajit build/luajit/zulip/core.so >/dev/null"), "make LUA=luajit failed")
+              .. " LUA=luajit" .. util.make_poller() .. " " .. util.build_dir("luajit") .. "/zulip/core.so >/dev/null"),
+           "make LUA=luajit failed")
   end)
   teardown(function() srv:stop() end)
 
@@ -83,7 +84,7 @@ describe("Neovim drives a queue through zulip.uv", function()
     assert.matches("^LuaJIT", r.lua)
     assert.are.equal("0.7.2", r.nvim)
     assert.are.equal("vim.loop", r.uv)  -- 0.7 has no vim.uv: the adapter found vim.loop
-    assert.are.equal(root .. "/build/luajit/zulip/core.so", r.core)
+    assert.are.equal(root .. "/" .. util.build_dir("luajit") .. "/zulip/core.so", r.core)
 
     -- the plugin's buffer shows the three messages, in order
     local shown = {}

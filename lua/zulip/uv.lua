@@ -66,7 +66,7 @@ local function follow(p)
   if timer == nil or timer:is_closing() then return end
   timer:stop()
   if p.poll:is_closing() or p.eng.core:closed() then return end
-  local t = p.eng.client:_timeout(false)  -- the client's `timeout` field hides the method
+  local t = p.eng.client:timeout()
   if t ~= nil then timer:start(math.ceil(t * 1000), 0, p.on_ready) end
 end
 

@@ -8,7 +8,7 @@
 -- luacheck: globals weechat zulip_host_fd zulip_host_tick zulip_host_kick zulip_host_shutdown
 local root = os.getenv("ZULIP_HOST_ROOT")
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/?.lua;" .. package.path
-package.cpath = root .. "/build/5.3/?.so;" .. package.cpath
+package.cpath = root .. "/build/5.3" .. (os.getenv("ZULIP_BUILD_TAG") or "") .. "/?.so;" .. package.cpath
 
 weechat.register("zulip_host_spec", "lua-zulip", "1", "MIT", "lua-zulip host spec", "zulip_host_shutdown", "")
 

@@ -11,7 +11,7 @@ local timeout_ms = 1000 * tonumber(os.getenv("ZULIP_NVIM_TIMEOUT") or "20")
 local INTERVAL = 20
 
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = root .. "/build/luajit/?.so;" .. package.cpath
+package.cpath = root .. "/build/luajit" .. (os.getenv("ZULIP_BUILD_TAG") or "") .. "/?.so;" .. package.cpath
 vim.opt.runtimepath:append(root .. "/examples/nvim")
 
 local function write(name, text)

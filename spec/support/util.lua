@@ -4,6 +4,19 @@ local M = {}
 local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/util%.lua$") or "."
 M.root = root
 
+--- "" for the default poller's build, else "-<poller>" (make exports it: `make test POLLER=poll`).
+M.build_tag = os.getenv("ZULIP_BUILD_TAG") or ""
+
+--- The build directory of the module for a Lua ("5.4", "luajit"), relative to the root.
+function M.build_dir(lua)
+  return "build/" .. lua .. M.build_tag
+end
+
+--- The make arguments that build the same poller's core (none for the default one).
+function M.make_poller()
+  return M.build_tag == "" and "" or (" POLLER=" .. M.build_tag:sub(2))
+end
+
 --- The interpreter the suite runs under (run-specs.sh sets ZULIP_TEST_LUA).
 function M.lua_bin()
   local v = os.getenv("ZULIP_TEST_LUA") or "5.4"
