@@ -187,7 +187,7 @@ describe("event loops", function()
     local t = q:timeout()              -- nil, or the long-poll's far-off deadline
     if POLL_CORE then                  -- ... but capped, as the fd does not see the socket
       assert.are.equal(zulip.POLL_SLICE, t)
-      t = q:_timeout(true)
+      t = q:_loop_timeout(true)
     end
     assert.is_true(t == nil or t > 1, tostring(t))
     q:close()

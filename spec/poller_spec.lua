@@ -88,7 +88,7 @@ describe("the poller", function()
       -- of them is not
       assert.are.equal(zulip.POLL_SLICE, client:timeout())
       assert.are.equal(zulip.POLL_SLICE, q:timeout())
-      local exact = client:_timeout(true)
+      local exact = client:_loop_timeout(true)
       assert.is_true(exact == nil or exact > 1, tostring(exact))
     end
     q:close()

@@ -20,7 +20,7 @@ SUITE=${ARM64_SUITE:-bookworm}
 MIRROR=${ARM64_MIRROR:-http://deb.debian.org/debian}
 PKGS="gcc,make,pkg-config,libc6-dev,libcurl4-openssl-dev,ca-certificates,openssl,python3,locales,\
 liblua5.4-dev,lua5.4,lua-busted,lua-socket,lua-sec,lua-cjson,lua-dkjson,lua-cqueues,lua-luv,nginx,\
-luajit,libluajit-5.1-dev,neovim,binutils"
+luajit,libluajit-5.1-dev,lua5.1,liblua5.1-0-dev,neovim,binutils"
 MARK="$CHROOT/.lua-zulip-chroot"
 
 say() { echo "check-arm64: $*"; }

@@ -262,17 +262,17 @@ end
 -- @treturn number|nil
 -- @usage local t = client:timeout()
 function Client:timeout()
-  return self:_timeout(false)
+  return self:_loop_timeout(false)
 end
 
 --- `timeout()`, exact (no `POLL_SLICE` cap) when `exact`: for loops that watch every fd of
 -- `pollfds()`.
 -- @local
-function Client:_timeout(exact)
+function Client:_loop_timeout(exact)
   local e = engine_of(self)
   local t = e:timeout(exact)
   for _, q in ipairs(e:queue_list()) do
-    local qt = q:_timeout(exact)
+    local qt = q:_loop_timeout(exact)
     if qt ~= nil and (t == nil or qt < t) then t = qt end
   end
   return t

@@ -36,7 +36,7 @@ function M.step_all(items, timeout)
     error("zulip: step_all timeout must be a number >= 0", 2)
   end
   -- every fd of every client (pollfds: one per client with epoll and kqueue; with poll(2) each
-  -- client's self-pipe and sockets), so the timeouts need no POLL_SLICE cap: _timeout(true)
+  -- client's self-pipe and sockets), so the timeouts need no POLL_SLICE cap: _loop_timeout(true)
   local open, engs, fds, wants, owner, seen, n = {}, {}, {}, {}, {}, {}, 0
   local limit = timeout
   for i = 1, #items do
@@ -57,7 +57,7 @@ function M.step_all(items, timeout)
           fds[k], wants[k], owner[k] = efds[j], evs[j], eng
         end
       end
-      local t = x:_timeout(true)
+      local t = x:_loop_timeout(true)
       if t ~= nil and (limit == nil or t < limit) then limit = t end
     end
   end
@@ -76,7 +76,7 @@ function M.step_all(items, timeout)
       end
     elseif not x:_closed() then
       -- a step of another queue of the same client may have done this one's work: ask again
-      local t = x:_timeout(true)
+      local t = x:_loop_timeout(true)
       if go[engs[k]] or (t ~= nil and t <= now() - t0) then
         local events, emsg, err = x:step(0)
         if events == nil then

@@ -553,12 +553,12 @@ end
 -- @usage local t = q:timeout()
 function Queue:timeout()
   state_of(self)  -- a closed queue raises here, at the caller's level
-  return self:_timeout(false)
+  return self:_loop_timeout(false)
 end
 
 --- `timeout()`, without the poll core's `POLL_SLICE` cap when `exact` (see `client:pollfds`).
 -- @local
-function Queue:_timeout(exact)
+function Queue:_loop_timeout(exact)
   local st = state_of(self)
   if st._out[st._pos] or st._fatal or not st._auto then return 0 end
   if st._failed then return nil end

@@ -17,6 +17,15 @@ function M.make_poller()
   return M.build_tag == "" and "" or (" POLLER=" .. M.build_tag:sub(2))
 end
 
+--- The Lua Neovim runs, as make spells it: "luajit" (Debian's x86-64 Neovim), or "5.1" where it is
+-- built with PUC Lua 5.1 (Debian's arm64 Neovim 0.7: `nvim --version` says "Lua 5.1").
+function M.nvim_lua()
+  local p = assert(io.popen("nvim --version 2>/dev/null"))
+  local text = p:read("*a")
+  p:close()
+  return text:find("LuaJIT", 1, true) and "luajit" or "5.1"
+end
+
 --- The interpreter the suite runs under (run-specs.sh sets ZULIP_TEST_LUA).
 function M.lua_bin()
   local v = os.getenv("ZULIP_TEST_LUA") or "5.4"
