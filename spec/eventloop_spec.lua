@@ -32,7 +32,7 @@ end
 -- How a loop that watches only the pollfd sleeps: on the fd alone with epoll and kqueue; with the
 -- poll core (whose fd does not carry the sockets) also until q:timeout(), which is then at most
 -- POLL_SLICE while a request is in flight. True when it woke for the queue.
-local POLL_CORE = zulip.POLLER == "poll"
+local POLL_CORE = not core.single_fd  -- the poll core, or kqueue through libkqueue
 local function sleep_on_fd(q, secs)
   local t = POLL_CORE and q:timeout() or nil
   if t and t < secs then
