@@ -73,11 +73,11 @@ demo: build
 # `make bench [ROWS="2 3"]`: row 1 is bench/decode.lua; rows 2-6 are bench/e2e.lua, each in a
 # process of its own. Results and the machine: bench/RESULTS.md.
 ROWS     ?= 1 2 3 4 5 6
-BENCH_SO := build/bench/$(LUA)/rusage.so
+BENCH_SO := build/bench/$(LUA)/rusage.so build/bench/$(LUA)/rawpoll.so
 
-$(BENCH_SO): bench/rusage.c Makefile
+build/bench/$(LUA)/%.so: bench/%.c Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(shell pkg-config --cflags $(PKG_LUA)) -o $@ bench/rusage.c
+	$(CC) $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -shared $(shell pkg-config --cflags $(PKG_LUA)) -o $@ $<
 
 bench: build
 	@$(MAKE) --no-print-directory $(BENCH_SO)

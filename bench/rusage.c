@@ -5,12 +5,14 @@
  *   rss()            -> current resident set size in KiB (/proc/self/statm)
  *   heap()           -> bytes malloc has handed out and not freed (mallinfo2 uordblks)
  *   nofile(n)        -> raises the soft RLIMIT_NOFILE to n (at most the hard limit); returns it
+ *   fds()            -> how many file descriptors this process has open
  *   poll(fds, ms)    -> list of the indices in fds (a list of fds) that are readable, waiting up
  *                       to ms milliseconds (< 0: for ever); a foreign event loop in miniature */
 #define _GNU_SOURCE
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
@@ -65,6 +67,16 @@ static int rusage_nofile(lua_State *L) {
   return 1;
 }
 
+static int rusage_fds(lua_State *L) {
+  struct rlimit rl;
+  long fd, open = 0;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  for (fd = 0; fd < (long)rl.rlim_cur; fd++)
+    if (fcntl((int)fd, F_GETFD) != -1) open++;
+  lua_pushinteger(L, (lua_Integer)open);
+  return 1;
+}
+
 static int rusage_poll(lua_State *L) {
   int n, i, k = 0, ready;
   struct pollfd *pfds;
@@ -96,6 +108,7 @@ static const luaL_Reg rusage_functions[] = {
   {"rss", rusage_rss},
   {"heap", rusage_heap},
   {"nofile", rusage_nofile},
+  {"fds", rusage_fds},
   {"poll", rusage_poll},
   {NULL, NULL}
 };

@@ -201,12 +201,11 @@ static void zxfer_unlink(zxfer *x) {
 }
 
 void zxfer_cancel(zxfer *x) {
-  int detached = x->detached;
   if (x->state == ZXFER_IDLE) return;
   zxfer_unlink(x);
   x->state = ZXFER_IDLE;
-  zxfer_release(x);               /* the engine's reference */
-  if (detached) zxfer_release(x); /* and its own: nobody else holds it */
+  if (x->detached) x->refs--;  /* its own reference: nobody else holds a detached transfer */
+  zxfer_release(x);            /* and the engine's */
 }
 
 int zxfer_detached(zeng *e, const char *method, const char *path_query, long timeout_ms, char *err, size_t errlen) {

@@ -2,6 +2,7 @@
 -- each of its listeners: plain HTTP, TLS with http2 on (production's `listen ... ssl http2`) and
 -- TLS without http2 (issue 10).
 local core = require("zulip.core")
+local zulip = require("zulip")
 local devserver = require("spec.support.devserver")
 local nginx = require("spec.support.nginx")
 local util = require("spec.support.util")
@@ -155,6 +156,34 @@ describe("through nginx", function()
         assert.are.equal(3, n)
         q:close()
       end)
+
+      if listener == "h2" then
+        it("multiplexes: 50 long-polling queues of one client use at most 2 connections", function()
+          local c = client()
+          local qs = {}
+          for i = 1, 50 do qs[i] = c:queue{ event_types = { "message" } } end
+          local from = #ng:requests() + 1
+          -- step the client until every queue has registered and has long-polled a few times
+          -- (heartbeats every 0.5 s end each poll, so nginx logs it)
+          local deadline = core.now() + 15
+          local polls
+          repeat
+            for _, r in ipairs(zulip.step_all({ c }, 0.2)) do assert.is_nil(r.error, r.message) end
+            polls = 0
+            for _, r in ipairs(requests_on(ng.ports.h2, from)) do
+              if r.method == "GET" and r.path == "/api/v1/events" then polls = polls + 1 end
+            end
+          until polls >= 150 or core.now() > deadline
+          assert.is_true(polls >= 150, "only " .. polls .. " polls ended in time")
+          for _, q in ipairs(qs) do assert.is_string(q.id) end  -- every queue registered
+          local conns, n = {}, 0
+          for _, r in ipairs(requests_on(ng.ports.h2, from)) do
+            if not conns[r.connection] then conns[r.connection], n = true, n + 1 end
+          end
+          assert.is_true(n >= 1 and n <= 2, n .. " connections")
+          c:close(5)
+        end)
+      end
 
       it("gets nginx's own HTML 405 for POST /api/v1/events, as an HTTP error", function()
         local c = client()

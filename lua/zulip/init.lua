@@ -125,8 +125,7 @@ function zulip.client(opts)
     local okb, e = pcall(policy.new, opts.backoff)
     if not okb then error(e, 2) end
   end
-  -- not `timeout`: that field would hide the `client:timeout()` method of the loop protocol
-  local c = setmetatable({ site = s.site, email = s.email, _request_timeout = timeout, insecure = s.insecure,
+  local c = setmetatable({ site = s.site, email = s.email, _timeout = timeout, insecure = s.insecure,
                            longpoll_grace = grace, _session = session, _log = log,
                            _backoff = opts.backoff }, Client)
   c._engine = engine.new(session, c)
@@ -193,9 +192,9 @@ function Client:request(method, path, params, callback)
   local ok, form = pcall(function() return params and encode.form(params) or "" end)
   if not ok then error(form, 2) end
   if method == "GET" or method == "DELETE" then
-    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self._request_timeout, callback)
+    return e:request(method, form ~= "" and (full .. "?" .. form) or full, nil, self._timeout, callback)
   end
-  return e:request(method, full, form, self._request_timeout, callback)
+  return e:request(method, full, form, self._timeout, callback)
 end
 
 --- Send a message (`POST /api/v1/messages`).
@@ -339,7 +338,7 @@ function Client:close(timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     error("zulip: close timeout must be a number >= 0", 2)
   end
-  self._engine:close(timeout or self._request_timeout)
+  self._engine:close(timeout or self._timeout)
   return true
 end
 

@@ -124,7 +124,7 @@ function M.new(client, eng, opts)
   st.closed = false
   st._eng = eng
   st._register_body = encode.form(params)
-  st._timeout = client._request_timeout
+  st._timeout = client._timeout
   st._longpoll = 90
   st._grace = client.longpoll_grace  -- a silent long-poll gets this long past the server's timeout
   st._recovery, st._o, st._pol = recovery, recovery, pol
