@@ -248,7 +248,7 @@ clang-tidy:
 	clang-tidy --quiet $(filter-out csrc/poll_kqueue.c,$(wildcard csrc/*.c)) fuzz/*.c -- -std=c99 \
 	  -DZULIP_VERSION='"lint"' -DZULIP_SRC_DIR='"lint"' -Icsrc $(shell pkg-config --cflags lua5.4 libcurl)
 	@if [ -n "$(KQUEUE_SYSTEM)$(KQUEUE_CFLAGS)" ]; then \
-	  clang-tidy --quiet csrc/poll_kqueue.c -- -std=c99 -Icsrc $(KQUEUE_CFLAGS); \
+	  clang-tidy --quiet csrc/poll_kqueue.c -- -std=c99 -Icsrc $(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE); \
 	else echo "clang-tidy: csrc/poll_kqueue.c SKIPPED: no kqueue headers (set KQUEUE_CFLAGS to libkqueue's)"; fi
 
 # -Werror builds of the module with gcc and with clang against every Lua's headers (in build/warn-*),
