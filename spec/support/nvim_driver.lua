@@ -17,6 +17,20 @@ package.cpath = root .. "/build/" .. (os.getenv("ZULIP_NVIM_LUA") or "luajit") .
   .. "/?.so;" .. package.cpath
 vim.opt.runtimepath:append(root .. "/examples/nvim")
 
+-- package.searchpath is 5.2's (LuaJIT has it; PUC Lua 5.1, Debian's arm64 Neovim, does not)
+local function searchpath(name, path)
+  if package.searchpath then return package.searchpath(name, path) end
+  local file = name:gsub("%.", "/")
+  for template in path:gmatch("[^;]+") do
+    local candidate = template:gsub("%?", file)
+    local f = io.open(candidate, "r")
+    if f then
+      f:close()
+      return candidate
+    end
+  end
+end
+
 local function write(name, text)
   local f = assert(io.open(out .. "/" .. name .. ".tmp", "w"))
   f:write(text)
@@ -57,7 +71,7 @@ local function finish(why)
     lua = jit and jit.version or _VERSION,
     nvim = vim.version().major .. "." .. vim.version().minor .. "." .. vim.version().patch,
     uv = vim.uv and "vim.uv" or "vim.loop",
-    core = package.searchpath("zulip.core", package.cpath),
+    core = searchpath("zulip.core", package.cpath),
     version = require("zulip")._VERSION,
     queue_id = view.queue.id,
   }))
