@@ -1,25 +1,48 @@
 # lua-zulip. `make` builds for Lua 5.4; `make LUA=5.1|5.3|luajit` for the others.
 # `make test` runs every spec under 5.4, 5.3, 5.1 and LuaJIT; `make demo` runs the example bot.
+# POLLER=epoll|kqueue|poll picks the poller built in (csrc/poll_<POLLER>.c, see csrc/zpoll.h);
+# the default is the system's own: epoll on Linux, kqueue on macOS and the BSDs, else poll. A
+# non-default one builds into build/<lua>-<poller>/ (`make test POLLER=poll` tests that core).
+# KQUEUE_CFLAGS and KQUEUE_LIBS point POLLER=kqueue at a kqueue that is not the system's (e.g.
+# libkqueue on Linux; by default its pkg-config file, if pkg-config finds one).
 LUA      ?= 5.4
 VERSION  := $(shell sed -n 's/^return "\(.*\)"$$/\1/p' lua/zulip/version.lua)
 PKG_LUA  := $(if $(filter luajit,$(LUA)),luajit,lua$(LUA))
 LUA_BIN  := $(if $(filter luajit,$(LUA)),luajit,lua$(LUA))
-BUILD    := build/$(LUA)
+UNAME_S  := $(shell uname -s)
+POLLER_DEFAULT := $(if $(filter Linux,$(UNAME_S)),epoll,$(if $(filter Darwin %BSD DragonFly,$(UNAME_S)),kqueue,poll))
+POLLER   ?= $(POLLER_DEFAULT)
+ifeq ($(filter epoll kqueue poll,$(POLLER)),)
+$(error POLLER must be epoll, kqueue or poll, not '$(POLLER)')
+endif
+# "" for the default poller, else "-<poller>"; tools/run-specs.sh and the specs read it too
+export ZULIP_BUILD_TAG := $(if $(filter $(POLLER_DEFAULT),$(POLLER)),,-$(POLLER))
+KQUEUE_SYSTEM := $(filter Darwin %BSD DragonFly,$(UNAME_S))
+KQUEUE_CFLAGS ?= $(if $(KQUEUE_SYSTEM),,$(shell pkg-config --cflags libkqueue 2>/dev/null))
+KQUEUE_LIBS   ?= $(if $(KQUEUE_SYSTEM),,$(shell pkg-config --libs libkqueue 2>/dev/null))
+# libkqueue's kqueue fd is never readable: off macOS and the BSDs the kqueue core gives loops a
+# self-pipe and its sockets instead (csrc/poll_kqueue.c); KQUEUE_POLLABLE=1 says otherwise
+KQUEUE_POLLABLE ?= $(if $(KQUEUE_SYSTEM),1,0)
+POLL_CFLAGS = $(if $(filter kqueue,$(POLLER)),$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE))
+POLL_LIBS   = $(if $(filter kqueue,$(POLLER)),$(KQUEUE_LIBS))
+BUILD    := build/$(LUA)$(ZULIP_BUILD_TAG)
 MODULE   := $(BUILD)/zulip/core.so
-SRCS     := $(wildcard csrc/*.c)
+POLLERS  := $(wildcard csrc/poll_*.c)
+SRCS     := $(filter-out $(POLLERS),$(wildcard csrc/*.c)) csrc/poll_$(POLLER).c
 HDRS     := $(wildcard csrc/*.h)
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN     := -std=c99 -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes
 ALLCFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
-            $(shell pkg-config --cflags $(PKG_LUA) libcurl)
-LIBS      = $(shell pkg-config --libs libcurl)
+            $(shell pkg-config --cflags $(PKG_LUA) libcurl) $(POLL_CFLAGS)
+LIBS      = $(shell pkg-config --libs libcurl) $(POLL_LIBS)
 PREFIX   ?= /usr/local
 LUAVERS  := 5.4 5.3 5.1 luajit
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all bootstrap build test test-one demo bench lint clean install install-check ci-extra asan valgrind docs fuzz
+.PHONY: all bootstrap build test test-one demo bench lint clean install install-check ci-extra asan valgrind docs fuzz \
+        portable-check check-arm64
 
 all: build
 
@@ -30,12 +53,14 @@ build: bootstrap
 	@$(MAKE) --no-print-directory $(MODULE)
 
 $(MODULE): $(SRCS) $(HDRS) lua/zulip/version.lua Makefile
+	@if [ $(POLLER) = kqueue ] && [ -z "$(KQUEUE_SYSTEM)" ] && [ -z "$(KQUEUE_CFLAGS)" ]; then \
+	  echo "POLLER=kqueue on $(UNAME_S) needs a kqueue library: set KQUEUE_CFLAGS and KQUEUE_LIBS (libkqueue)" >&2; exit 1; fi
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -shared -o $@ $(SRCS) $(LIBS)
 
 # Every spec under every Lua; the last line is "N passed, N failed".
 test: bootstrap
-	@for v in $(LUAVERS); do $(MAKE) --no-print-directory LUA=$$v $(BUILD:build/$(LUA)=build/$$v)/zulip/core.so || exit 1; done
+	@for v in $(LUAVERS); do $(MAKE) --no-print-directory LUA=$$v build/$$v$(ZULIP_BUILD_TAG)/zulip/core.so || exit 1; done
 	@sh tools/run-specs.sh $(LUAVERS)
 
 # One Lua only: make test-one LUA=5.1 [SPEC=spec/queue_spec.lua]
@@ -74,6 +99,32 @@ ci-extra: lint install-check asan valgrind fuzz-regress
 
 install-check: build
 	@sh tools/install-check.sh
+
+# The Lua 5.4 specs (but the host specs) on Debian arm64 under qemu-user-static, in a chroot made
+# once under ARM64_CHROOT (default /var/tmp/lua-zulip-arm64). Slow; not in CI. Needs root.
+check-arm64:
+	@sh tools/check-arm64.sh
+
+# The kqueue and poll cores compiled as strict POSIX (no _GNU_SOURCE, _POSIX_C_SOURCE=200809L,
+# -Werror) with $(CC): nothing outside poll_epoll.c may lean on Linux or glibc. On a system
+# without kqueue, the kqueue core needs KQUEUE_CFLAGS (libkqueue's headers), else it is skipped.
+PORTABLE_FLAGS = $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' \
+                 $(shell pkg-config --cflags lua5.4 libcurl)
+portable-check:
+	@mkdir -p build/portable
+	@for p in poll kqueue; do \
+	  extra=""; \
+	  if [ $$p = kqueue ]; then \
+	    if [ -z "$(KQUEUE_SYSTEM)" ] && [ -z "$(KQUEUE_CFLAGS)" ]; then \
+	      echo "== portable-check: kqueue SKIPPED: no kqueue on $(UNAME_S) and no KQUEUE_CFLAGS (libkqueue's headers)"; \
+	      continue; fi; \
+	    extra="$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE)"; fi; \
+	  echo "== portable-check: $$p core, $(CC) -D_POSIX_C_SOURCE=200809L"; \
+	  for f in $(filter-out $(POLLERS),$(wildcard csrc/*.c)) csrc/poll_$$p.c; do \
+	    $(CC) $(PORTABLE_FLAGS) $$extra -c -o build/portable/$$(basename $$f .c)-$$p.o $$f || exit 1; \
+	  done; \
+	done
+	@echo "portable-check: ok"
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA)/zulip $(DESTDIR)$(PREFIX)/share/lua/$(LUA)/zulip
@@ -184,17 +235,42 @@ cppcheck:
 	  --inline-suppr --suppress=missingIncludeSystem --suppress=variableScope \
 	  -DZULIP_VERSION='"lint"' -DZULIP_SRC_DIR='"lint"' -DLLONG_MAX=9223372036854775807LL \
 	  -DFLT_EVAL_METHOD=0 -DDBL_MANT_DIG=53 -D__GNUC__=12 -D__SSE2__ -D__BYTE_ORDER__=1234 \
-	  -D__ORDER_LITTLE_ENDIAN__=1234 $(shell pkg-config --cflags-only-I lua5.4 libcurl) -Icsrc csrc fuzz
+	  -D__ORDER_LITTLE_ENDIAN__=1234 $(shell pkg-config --cflags-only-I lua5.4 libcurl) -Icsrc \
+	  $(filter-out csrc/poll_kqueue.c,$(wildcard csrc/*.c)) fuzz
+	@if [ -n "$(KQUEUE_SYSTEM)$(KQUEUE_CFLAGS)" ]; then \
+	  cppcheck --quiet --std=c99 --enable=warning,style,performance,portability --error-exitcode=1 \
+	    --inline-suppr --suppress=missingIncludeSystem --suppress=variableScope -Icsrc \
+	    $(filter -I%,$(KQUEUE_CFLAGS)) csrc/poll_kqueue.c; \
+	else echo "cppcheck: csrc/poll_kqueue.c SKIPPED: no kqueue headers (set KQUEUE_CFLAGS to libkqueue's)"; fi
 
+# poll_kqueue.c needs <sys/event.h>: the system's, or libkqueue's through KQUEUE_CFLAGS, else skipped
 clang-tidy:
-	clang-tidy --quiet csrc/*.c fuzz/*.c -- -std=c99 -DZULIP_VERSION='"lint"' -DZULIP_SRC_DIR='"lint"' -Icsrc \
-	  $(shell pkg-config --cflags lua5.4 libcurl)
+	clang-tidy --quiet $(filter-out csrc/poll_kqueue.c,$(wildcard csrc/*.c)) fuzz/*.c -- -std=c99 \
+	  -DZULIP_VERSION='"lint"' -DZULIP_SRC_DIR='"lint"' -Icsrc $(shell pkg-config --cflags lua5.4 libcurl)
+	@if [ -n "$(KQUEUE_SYSTEM)$(KQUEUE_CFLAGS)" ]; then \
+	  clang-tidy --quiet csrc/poll_kqueue.c -- -std=c99 -Icsrc $(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE); \
+	else echo "clang-tidy: csrc/poll_kqueue.c SKIPPED: no kqueue headers (set KQUEUE_CFLAGS to libkqueue's)"; fi
 
-# -Werror builds of the module with gcc and with clang against every Lua's headers (in build/warn-*).
+# -Werror builds of the module with gcc and with clang against every Lua's headers (in build/warn-*),
+# then of the other pollers' cores against Lua 5.4's (kqueue: only with its headers, see above).
 warnings:
 	@for cc in gcc clang; do for lua in lua5.4 lua5.3 lua5.1 luajit; do \
 	  mkdir -p build/warn-$$cc-$$lua; \
 	  echo "== $$cc, $$lua"; \
 	  $$cc $(WARN) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' -O2 $$(pkg-config --cflags $$lua libcurl) \
-	    -shared -o build/warn-$$cc-$$lua/core.so $(SRCS) $(LIBS) || exit 1; \
+	    $(POLL_CFLAGS) -shared -o build/warn-$$cc-$$lua/core.so $(SRCS) $(LIBS) || exit 1; \
+	done; \
+	for p in epoll kqueue poll; do \
+	  [ $$p = $(POLLER) ] && continue; \
+	  [ $$p = epoll ] && [ "$(UNAME_S)" != Linux ] && continue; \
+	  extra=""; libs=""; \
+	  if [ $$p = kqueue ]; then \
+	    if [ -z "$(KQUEUE_SYSTEM)" ] && [ -z "$(KQUEUE_CFLAGS)" ]; then \
+	      echo "== $$cc, kqueue core SKIPPED: no kqueue headers (set KQUEUE_CFLAGS and KQUEUE_LIBS)"; continue; fi; \
+	    extra="$(KQUEUE_CFLAGS) -DZPOLL_KQUEUE_POLLABLE=$(KQUEUE_POLLABLE)"; libs="$(KQUEUE_LIBS)"; fi; \
+	  mkdir -p build/warn-$$cc-$$p; \
+	  echo "== $$cc, lua5.4, $$p core"; \
+	  $$cc $(WARN) -fPIC -fvisibility=hidden -DZULIP_VERSION='"$(VERSION)"' -O2 $$(pkg-config --cflags lua5.4 libcurl) \
+	    $$extra -shared -o build/warn-$$cc-$$p/core.so $(filter-out $(POLLERS),$(wildcard csrc/*.c)) csrc/poll_$$p.c \
+	    $(shell pkg-config --libs libcurl) $$libs || exit 1; \
 	done; done

@@ -16,18 +16,24 @@ dependencies = {
   "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
-  -- only the library: Debian keeps curl.h under a multiarch include dir that luarocks does not search
-  CURL = { library = "curl" },
+  -- luarocks looks for both under its external_deps_dirs; where they are elsewhere (Debian keeps
+  -- curl.h in a multiarch dir such as /usr/include/aarch64-linux-gnu, Homebrew in its own prefix):
+  --   luarocks make CURL_INCDIR=$(pkg-config --variable=includedir libcurl) \
+  --                 CURL_LIBDIR=$(pkg-config --variable=libdir libcurl)
+  CURL = { header = "curl/curl.h", library = "curl" },
 }
 build = {
   type = "builtin",
   modules = {
     ["zulip.core"] = {
-      sources = { "csrc/core.c", "csrc/engine.c", "csrc/enginelib.c", "csrc/json.c", "csrc/poll_epoll.c",
-                  "csrc/queue.c", "csrc/session.c", "csrc/trace.c", "csrc/wait.c", "csrc/xfer.c" },
+      -- [1] is the poller: plain poll(2) on any Unix, replaced below where the system has better
+      -- (luarocks merges a platform's table into this one key by key)
+      sources = { "csrc/poll_poll.c", "csrc/core.c", "csrc/engine.c", "csrc/enginelib.c", "csrc/json.c",
+                  "csrc/pollclock.c", "csrc/pollset.c", "csrc/queue.c", "csrc/session.c", "csrc/trace.c", "csrc/wait.c",
+                  "csrc/xfer.c" },
       -- the same version as lua/zulip/version.lua (spec/version_spec.lua checks they agree)
       defines = { 'ZULIP_VERSION="0.1.0"' },
-      incdirs = { "csrc", "$(CURL_INCDIR)", "/usr/include/x86_64-linux-gnu" },
+      incdirs = { "csrc", "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
       libraries = { "curl" },
     },
@@ -42,5 +48,10 @@ build = {
     ["zulip.queue"] = "lua/zulip/queue.lua",
     ["zulip.uv"] = "lua/zulip/uv.lua",
     ["zulip.version"] = "lua/zulip/version.lua",
+  },
+  platforms = {
+    linux = { modules = { ["zulip.core"] = { sources = { [1] = "csrc/poll_epoll.c" } } } },
+    macosx = { modules = { ["zulip.core"] = { sources = { [1] = "csrc/poll_kqueue.c" } } } },
+    bsd = { modules = { ["zulip.core"] = { sources = { [1] = "csrc/poll_kqueue.c" } } } },
   },
 }

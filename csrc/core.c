@@ -7,9 +7,11 @@
 #include "wait.h"
 #include "queue.h"
 #include "session.h"
+#include "zpoll.h"
 
 #include <errno.h>
 #include <time.h>
+#include <sys/utsname.h>
 
 #ifndef ZULIP_VERSION
 #error "ZULIP_VERSION must be defined by the build (see the Makefile and the rockspec)"
@@ -55,6 +57,14 @@ static int zulip_core_sleep(lua_State *L) {
   return 1;
 }
 
+/* The system's name from uname(2) ("Linux", "Darwin", "FreeBSD", ...), for the User-Agent:
+ * "Unix" when uname fails. */
+static void zulip_core_sysname(lua_State *L) {
+  struct utsname u;
+  if (uname(&u) >= 0 && u.sysname[0] != '\0') lua_pushstring(L, u.sysname);
+  else lua_pushliteral(L, "Unix");
+}
+
 static const luaL_Reg zulip_core_functions[] = {
   {"decode", zulip_core_decode},
   {"session", zulip_session_new},
@@ -85,5 +95,11 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
   lua_setfield(L, -2, "lua_version");
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
+  lua_pushstring(L, zpoll_name());
+  lua_setfield(L, -2, "poller");
+  lua_pushboolean(L, zpoll_single_fd());
+  lua_setfield(L, -2, "single_fd");
+  zulip_core_sysname(L);
+  lua_setfield(L, -2, "sysname");
   return 1;
 }

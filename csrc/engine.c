@@ -158,6 +158,8 @@ long zeng_timeout_ms(const zeng *e) {
   if (e->closed) return -1;
   if (e->done != NULL) return 0;
   due = zeng_due(e);
+  /* without one fd that carries the timer (poll(2)), the loop must wake for the alarm itself */
+  if (!zpoll_single_fd()) due = zeng_min(due, e->alarm_ms);
   if (due < 0) return -1;
   now = zpoll_now_ms();
   return due <= now ? 0 : (long)(due - now);

@@ -93,7 +93,8 @@ int zeng_fd(const zeng *e);                     /* -1 once closed */
 int zeng_drive(zeng *e, long wait_ms);
 zxfer *zeng_take(zeng *e);                      /* the next finished transfer, or NULL */
 int zeng_detached(const zeng *e);               /* detached transfers still running */
-long zeng_timeout_ms(const zeng *e);            /* ms until a drive is due; -1: only on fd activity */
+long zeng_timeout_ms(const zeng *e);            /* ms until a drive is due; -1: only on fd activity
+                                                 * (with poll(2) the alarm counts too: see zpoll.h) */
 /* Makes the fd readable after ms (0: at once; < 0: cancels), so a loop watching only the fd wakes
  * for the owner's own timers (a retry's backoff, a queue with events to hand out). One-shot:
  * the next drive consumes it. */

@@ -132,6 +132,29 @@ static int zulip_engine_pollfd(lua_State *L) {
   return 1;
 }
 
+/* eng:pollfds() -> fds, events: every fd a loop must watch (zpoll_fds: the pollfd alone with
+ * epoll and kqueue; with poll(2) the self-pipe and each socket) and, at the same positions, what
+ * for: "r", "w" or "rw" */
+static int zulip_engine_pollfds(lua_State *L) {
+  zeng *e = zulip_engine_check(L);
+  zpoll_event one, *evs = &one;
+  int n = zpoll_fds(e->poll, &one, 1), i;
+  if (n > 1) {  /* scratch as userdata: an error below cannot leak it */
+    evs = zulip_newuserdata(L, (size_t)n * sizeof *evs);
+    n = zpoll_fds(e->poll, evs, n);
+  }
+  lua_createtable(L, n, 0);
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    int w = evs[i].what;
+    lua_pushinteger(L, evs[i].fd);
+    lua_rawseti(L, -3, i + 1);
+    lua_pushstring(L, (w & ZPOLL_IN) && (w & ZPOLL_OUT) ? "rw" : (w & ZPOLL_OUT) ? "w" : "r");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 2;
+}
+
 /* eng:timeout() -> seconds until the engine needs a drive (curl's timer, a reply's low-speed
  * window), or nil when only fd activity matters */
 static int zulip_engine_timeout(lua_State *L) {
@@ -299,6 +322,7 @@ static const luaL_Reg zulip_engine_methods[] = {
   {"backgrounds", zulip_engine_backgrounds},
   {"drive", zulip_engine_drive},
   {"pollfd", zulip_engine_pollfd},
+  {"pollfds", zulip_engine_pollfds},
   {"timeout", zulip_engine_timeout},
   {"alarm", zulip_engine_alarm},
   {"running", zulip_engine_running},

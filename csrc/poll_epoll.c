@@ -16,10 +16,12 @@ struct zpoll {
   long long armed_ms;  /* what the timerfd is armed for, -1: disarmed */
 };
 
-long long zpoll_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+const char *zpoll_name(void) {
+  return "epoll";
+}
+
+int zpoll_single_fd(void) {
+  return 1;
 }
 
 zpoll *zpoll_new(char *err, size_t errlen) {
@@ -59,6 +61,14 @@ void zpoll_free(zpoll *p) {
 
 int zpoll_fd(const zpoll *p) {
   return p->epfd;
+}
+
+int zpoll_fds(const zpoll *p, zpoll_event *evs, int max) {
+  if (max > 0) {
+    evs[0].fd = p->epfd;
+    evs[0].what = ZPOLL_IN;
+  }
+  return 1;
 }
 
 void zpoll_watch(zpoll *p, int fd, int what) {

@@ -1,6 +1,13 @@
-/* zpoll.h: the one OS-specific piece of the transport: a set of sockets and one timer behind a
- * single file descriptor that a foreign event loop can watch. poll_epoll.c implements it with
- * epoll and a timerfd (Linux). No Lua, no curl. */
+/* zpoll.h: the one OS-specific piece of the transport: a set of sockets and one timer, waited on
+ * together, and what a foreign event loop must watch to know when to call back. No Lua, no curl.
+ * One implementation is built in, chosen by `make POLLER=`:
+ *   poll_epoll.c   epoll + timerfd (Linux)
+ *   poll_kqueue.c  kqueue + EVFILT_TIMER (macOS, the BSDs; libkqueue elsewhere)
+ * Both put everything behind one fd: zpoll_fd is readable when a socket or the timer has activity.
+ *   poll_poll.c    poll(2), any POSIX system. poll(2) has no aggregate fd, so zpoll_fd is the read
+ *                  end of a self-pipe, readable only when the timer is armed for a time already
+ *                  due; the sockets a loop must also watch come from zpoll_fds, and the timer's
+ *                  time from the caller's own bookkeeping (zeng_timeout_ms counts it). */
 #ifndef ZULIP_ZPOLL_H
 #define ZULIP_ZPOLL_H
 
@@ -20,8 +27,16 @@ typedef struct zpoll_event {
 /* A new set; NULL with a reason in err (out of file descriptors says so). */
 zpoll *zpoll_new(char *err, size_t errlen);
 void zpoll_free(zpoll *p);
-/* The descriptor that is readable when a socket of the set or the timer has activity. */
+/* The descriptor that is readable when a socket of the set or the timer has activity (when
+ * zpoll_single_fd() is 0: only when the timer is armed for a time already due, see above). */
 int zpoll_fd(const zpoll *p);
+/* Everything a loop must watch, for what: with zpoll_single_fd() just zpoll_fd for ZPOLL_IN, else
+ * zpoll_fd first, then each watched socket. Fills at most max, returns how many there are. */
+int zpoll_fds(const zpoll *p, zpoll_event *evs, int max);
+/* The poller's name: "epoll", "kqueue" or "poll". */
+const char *zpoll_name(void);
+/* 1 when zpoll_fd alone tells a loop of all activity (epoll, kqueue); 0 for poll(2). */
+int zpoll_single_fd(void);
 /* Watches fd for what (ZPOLL_IN | ZPOLL_OUT); what 0 stops watching it. */
 void zpoll_watch(zpoll *p, int fd, int what);
 /* Arms the timer for an absolute time on the monotonic clock of zpoll_now_ms (a time already past

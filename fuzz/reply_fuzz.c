@@ -25,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,6 +45,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int luaopen_zulip_core(lua_State *L);
 
 #define FUZZ_IO_TIMEOUT_MS 3000
+
+/* MSG_NOSIGNAL is not everywhere (macOS has SO_NOSIGPIPE instead); SIGPIPE is ignored for the
+ * whole process anyway (fuzz_init), so without it nothing changes */
+#ifdef MSG_NOSIGNAL
+#define ZFUZZ_NOSIGNAL MSG_NOSIGNAL
+#else
+#define ZFUZZ_NOSIGNAL 0
+#endif
 
 static const char fuzz_script[] =
   "local zulip = require('zulip')\n"
@@ -141,7 +150,7 @@ static void serve_one(int fd, const uint8_t *reply, size_t len) {
   char sink[4096];
   size_t off = 0;
   while (off < len && wait_fd(fd, POLLOUT)) {
-    ssize_t n = send(fd, reply + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = send(fd, reply + off, len - off, ZFUZZ_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) break;  /* the client stopped reading (max_reply_bytes) and hung up */
     off += (size_t)n;
@@ -185,8 +194,9 @@ static void server_start(void) {
   socklen_t alen = sizeof a;
   pthread_t t;
   int one = 1;
-  srv.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  srv.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
   if (srv.listen_fd < 0) abort();
+  (void)fcntl(srv.listen_fd, F_SETFD, FD_CLOEXEC);
   setsockopt(srv.listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;

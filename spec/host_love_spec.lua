@@ -31,7 +31,7 @@ describe("LÖVE (q:step(0) per frame, under xvfb-run) while the server is slow",
       local r = hosts.play(srv, run)
       assert.are.equal("11.4.0", r.info.love)
       assert.matches("^LuaJIT", r.lua)
-      assert.are.equal(hosts.root .. "/build/luajit/zulip/core.so", r.core)
+      assert.are.equal(hosts.root .. "/" .. hosts.build_dir("luajit") .. "/zulip/core.so", r.core)
       hosts.check(srv, r, run)
     end)
     run.stop()

@@ -31,7 +31,7 @@ describe("Neovim (zulip.uv, 10 ms editor timer) while the server is slow", funct
       local r = hosts.play(srv, run)
       assert.are.equal("0.7.2", r.info.nvim)
       assert.matches("^LuaJIT", r.lua)
-      assert.are.equal(hosts.root .. "/build/luajit/zulip/core.so", r.core)
+      assert.are.equal(hosts.root .. "/" .. hosts.build_dir("luajit") .. "/zulip/core.so", r.core)
       local extra = {}
       if mode == "plugin" then  -- the plugin's own callback saw the reply before the scenario's
         local sent = r.info.plugin_sent or {}

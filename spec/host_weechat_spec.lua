@@ -32,7 +32,7 @@ describe("WeeChat (hook_fd on client:pollfd(), 10 ms hook_timer) while the serve
       local r = hosts.play(srv, run)
       assert.matches("^3%.", r.info.weechat)
       assert.are.equal("Lua 5.3", r.lua)
-      assert.are.equal(hosts.root .. "/build/5.3/zulip/core.so", r.core)
+      assert.are.equal(hosts.root .. "/" .. hosts.build_dir("5.3") .. "/zulip/core.so", r.core)
       hosts.check(srv, r, run, { { r.info.driver == "client", "the script could not drive the client: the"
                                      .. " queue's fd and q:step(0) stood in (" .. tostring(r.info.driver) .. ")" } })
     end)

@@ -16,7 +16,7 @@ describe("version", function()
 
   it("the module exports one C symbol", function()
     local lua = os.getenv("ZULIP_TEST_LUA") or "5.4"
-    local p = io.popen("nm -D --defined-only " .. util.root .. "/build/" .. lua .. "/zulip/core.so 2>&1")
+    local p = io.popen("nm -D --defined-only " .. util.root .. "/" .. util.build_dir(lua) .. "/zulip/core.so 2>&1")
     local out = p:read("*a")
     p:close()
     local names = {}

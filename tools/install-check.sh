@@ -15,7 +15,10 @@ smoke() {  # smoke LUA_BIN LUA_PATH LUA_CPATH
 for v in 5.4 5.1; do
   case $v in 5.1) bin=lua5.1 ;; *) bin=lua$v ;; esac
   echo "install-check: luarocks make for Lua $v"
-  luarocks make --deps-mode=none --tree "$tmp/rocks$v" --lua-version "$v" zulip-scm-1.rockspec >"$tmp/log" 2>&1 \
+  # curl's dirs as a luarocks user passes them (Debian's curl.h is in a multiarch include dir)
+  luarocks make --deps-mode=none --tree "$tmp/rocks$v" --lua-version "$v" zulip-scm-1.rockspec \
+    CURL_INCDIR="$(pkg-config --variable=includedir libcurl)" CURL_LIBDIR="$(pkg-config --variable=libdir libcurl)" \
+    >"$tmp/log" 2>&1 \
     || { cat "$tmp/log"; exit 1; }
   rm -rf "$root/zulip" "$root"/csrc/*.o   # luarocks builds in the source tree
   smoke "$bin" "$tmp/rocks$v/share/lua/$v/?.lua;$tmp/rocks$v/share/lua/$v/?/init.lua" "$tmp/rocks$v/lib/lua/$v/?.so"

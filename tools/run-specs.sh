@@ -1,5 +1,6 @@
 #!/bin/sh
-# run-specs.sh VERSION... [SPEC]: runs busted under each Lua and sums up.
+# run-specs.sh VERSION... [SPEC...]: runs busted under each Lua and sums up.
+# ZULIP_BUILD_TAG (set by make for a non-default poller, e.g. "-poll") picks build/<lua><tag>.
 # The versions run side by side (the suite mostly waits on servers and timers; every spec's
 # servers have ports of their own), at most SPEC_JOBS at a time (default: all of them; 1 runs
 # them one after the other). Prints busted's own report per version, in the order given, then
@@ -11,7 +12,7 @@ spec=""
 versions=""
 for a in "$@"; do
   case "$a" in
-    *.lua|spec/*) spec="$a" ;;
+    *.lua|spec/*) spec="$spec $a" ;;
     *) versions="$versions $a" ;;
   esac
 done
@@ -22,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 run_one() {  # version: busted's report into $work/$1.out, its exit status into $work/$1.rc
   case "$1" in luajit) bin=luajit ;; *) bin="lua$1" ;; esac
   LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/?.lua;;" \
-  LUA_CPATH="$root/build/$1/?.so;;" \
+  LUA_CPATH="$root/build/$1${ZULIP_BUILD_TAG:-}/?.so;;" \
   ZULIP_TEST_LUA="$1" \
     timeout -k 10 "${SPEC_TIMEOUT:-900}" "$bin" /usr/bin/busted --output=utfTerminal ${spec:-spec} \
       >"$work/$1.out" 2>&1
@@ -40,7 +41,7 @@ wait
 passed=0; failed=0; status=0
 for v in $versions; do
   case "$v" in luajit) bin=luajit ;; *) bin="lua$v" ;; esac
-  echo "== Lua $v ($bin)"
+  echo "== Lua $v ($bin, build/$v${ZULIP_BUILD_TAG:-})"
   cat "$work/$v.out"
   rc=$(cat "$work/$v.rc" 2>/dev/null || echo 1)
   line=$(grep -E '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' "$work/$v.out" | tail -n 1)

@@ -18,6 +18,12 @@ local Engine = {}
 Engine.__index = Engine
 
 local now = core.now
+local SINGLE_FD = core.single_fd  -- false on the poll core: the pollfd does not carry the sockets
+
+--- On the poll core, the longest timeout a loop watching only the pollfd is given while sockets
+-- are in use (seconds): how late it may see a reply. Policy, so here and not in C.
+-- @local
+M.POLL_SLICE = 0.05
 local WEAK_KEYS = { __mode = "k" }
 local REQUEST_ATTEMPTS = 4         -- a request is tried at most this often
 local IDEMPOTENT = { GET = true, DELETE = true }
@@ -162,9 +168,11 @@ function Engine:pump(wait)
   return interrupted
 end
 
---- Seconds until the client needs a step, or nil when only its pollfd matters.
+--- Seconds until the client needs a step, or nil when only its pollfd matters. On the poll
+-- core (no fd carries the sockets) at most POLL_SLICE while sockets are in use, unless `exact`:
+-- the caller watches every fd of `core:pollfds()` itself.
 -- @local
-function Engine:timeout()
+function Engine:timeout(exact)
   if self.core:closed() then return nil end
   if self.nready >= self.first or next(self.todo) ~= nil then return 0 end
   local t = self.core:timeout()
@@ -173,6 +181,9 @@ function Engine:timeout()
     lt = lt - now()
     if lt < 0 then lt = 0 end
     if t == nil or lt < t then t = lt end
+  end
+  if not SINGLE_FD and not exact and (t == nil or t > M.POLL_SLICE) and #self.core:pollfds() > 1 then
+    t = M.POLL_SLICE
   end
   return t
 end

@@ -70,11 +70,22 @@ zulip.decode = core.decode
 -- end
 zulip.step_all = loop.step_all
 
-local platform = io.open("/proc/version", "r")
-if platform then platform:close() end
 local lua_name = (type(jit) == "table" and jit.version) or _VERSION
---- The default User-Agent: `lua-zulip/VERSION (LUA; Linux)`, such as `lua-zulip/0.1.0 (Lua 5.4; Linux)`.
-zulip.USER_AGENT = ("lua-zulip/%s (%s; %s)"):format(version, lua_name, platform and "Linux" or "Unix")
+--- The default User-Agent, e.g. `lua-zulip/0.1.0 (Lua 5.4; Linux)`: the system's name is
+-- uname(2)'s (`Darwin` on macOS, `FreeBSD`, ...).
+-- @usage print(zulip.USER_AGENT)
+zulip.USER_AGENT = ("lua-zulip/%s (%s; %s)"):format(version, lua_name, core.sysname)
+
+--- The poller the C core was built with (`make POLLER=`): `"epoll"` (Linux), `"kqueue"` (macOS,
+-- the BSDs) or `"poll"` (plain poll(2), any Unix). With epoll and kqueue, `client:pollfd()` alone
+-- tells a loop of all activity; with poll it does not, and `client:timeout()` is at most
+-- `zulip.POLL_SLICE` seconds while requests are in flight (see `client:pollfd`).
+-- @usage if zulip.POLLER == "poll" then print("single-fd loops wake every", zulip.POLL_SLICE, "s") end
+zulip.POLLER = core.poller
+--- On the poll core: the longest `client:timeout()` and `q:timeout()` give while a request is in
+-- flight, so a loop that watches only `pollfd()` still sees socket activity that soon (seconds).
+-- @usage local t = math.min(client:timeout() or zulip.POLL_SLICE, zulip.POLL_SLICE)
+zulip.POLL_SLICE = engine.POLL_SLICE
 
 local Client = {}
 Client.__index = Client
@@ -394,13 +405,36 @@ end
 
 --- The file descriptor a loop watches for this client: readable when `client:step` has work
 -- (socket or timer activity of any of its requests and queues, the end of a backoff, a callback
--- to run). One fd for everything the client does.
+-- to run). With the epoll and kqueue cores (`zulip.POLLER`), one fd for everything the client does.
+--
+-- With the poll core there is no such fd (poll(2) keeps no set in the kernel): `pollfd()` is then
+-- a self-pipe, readable when the client has work to do at once that needs no I/O (a callback to
+-- run, a request to start); a socket's activity and a timer's end do not make it readable. So a loop that
+-- watches only it must also follow `timeout()`, which is then at most `zulip.POLL_SLICE` seconds
+-- while requests are in flight. `client:pollfds()` lists every fd instead, for loops that can
+-- watch many (`zulip.step_all` does).
 -- @treturn integer
 -- @usage local fd = client:pollfd()
 function Client:pollfd()
   local e = engine_of(self)
   e.driven = true
   return e.core:pollfd()
+end
+
+--- Every fd a loop must watch for this client and for what, right now: a list of
+-- `{ fd = n, events = "r" | "w" | "rw" }`. With epoll and kqueue just `pollfd()` for `"r"`; with
+-- the poll core its self-pipe, then each socket in use (the list changes with every step). With
+-- these, `client:timeout()` needs no `zulip.POLL_SLICE` cap: a loop that watches them all and
+-- wakes at `timeout()` misses nothing.
+-- @treturn table
+-- @usage for _, w in ipairs(client:pollfds()) do print(w.fd, w.events) end
+function Client:pollfds()
+  local e = engine_of(self)
+  e.driven = true
+  local fds, evs = e.core:pollfds()
+  local out = {}
+  for i = 1, #fds do out[i] = { fd = fds[i], events = evs[i] } end
+  return out
 end
 
 --- The poll events wanted on `pollfd`: always `"r"` (the cqueues protocol).
@@ -411,14 +445,22 @@ function Client:events()
   return "r"
 end
 
---- Seconds until the client needs `step`, or nil when only its `pollfd` matters.
+--- Seconds until the client needs `step`, or nil when only its `pollfd` matters. On the poll
+-- core at most `zulip.POLL_SLICE` while requests are in flight (see `pollfd`).
 -- @treturn number|nil
 -- @usage local t = client:timeout()
 function Client:timeout()
+  return self:_loop_timeout(false)
+end
+
+--- `timeout()`, exact (no `POLL_SLICE` cap) when `exact`: for loops that watch every fd of
+-- `pollfds()`.
+-- @local
+function Client:_loop_timeout(exact)
   local e = engine_of(self)
-  local t = e:timeout()
+  local t = e:timeout(exact)
   for _, q in ipairs(e:queue_list()) do
-    local qt = q:timeout()
+    local qt = q:_loop_timeout(exact)
     if qt ~= nil and (t == nil or qt < t) then t = qt end
   end
   return t

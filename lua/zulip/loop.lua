@@ -1,6 +1,8 @@
 --- Driving many queues and clients at once: `zulip.step_all` sleeps in one `poll(2)` on all
 -- their pollfds and steps only those with work, so a process can hold a thousand queues without
--- busy polling. A queue's pollfd is its client's, so queues of one client share one fd.
+-- busy polling. A queue's pollfd is its client's, so queues of one client share one fd. On the
+-- poll core (`zulip.POLLER == "poll"`) it waits on every fd of `client:pollfds()` instead (each
+-- client's self-pipe and sockets), so it sees socket activity at once there too.
 -- @module zulip.loop
 local core = require("zulip.core")
 
@@ -33,7 +35,9 @@ function M.step_all(items, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
     error("zulip: step_all timeout must be a number >= 0", 2)
   end
-  local open, fds, seen, n = {}, {}, {}, 0
+  -- every fd of every client (pollfds: one per client with epoll and kqueue; with poll(2) each
+  -- client's self-pipe and sockets), so the timeouts need no POLL_SLICE cap: _loop_timeout(true)
+  local open, engs, fds, wants, owner, seen, n = {}, {}, {}, {}, {}, {}, 0
   local limit = timeout
   for i = 1, #items do
     local x = items[i]
@@ -42,21 +46,27 @@ function M.step_all(items, timeout)
     if not closed then
       n = n + 1
       open[n] = x
-      local fd = x:pollfd()
-      if not seen[fd] then
-        seen[fd] = true
-        fds[#fds + 1] = fd
+      x:pollfd()  -- marks the client driven, as any loop's use of it does
+      local eng = is_client(x) and x._engine or x:_state()._eng
+      engs[n] = eng
+      if not seen[eng] then
+        seen[eng] = true
+        local efds, evs = eng.core:pollfds()
+        for j = 1, #efds do
+          local k = #fds + 1
+          fds[k], wants[k], owner[k] = efds[j], evs[j], eng
+        end
       end
-      local t = x:timeout()
+      local t = x:_loop_timeout(true)
       if t ~= nil and (limit == nil or t < limit) then limit = t end
     end
   end
   local out = {}
   if n == 0 then return out end
-  local ready, msg = wait(fds, limit)
+  local ready, msg = wait(fds, limit, wants)
   if ready == nil then error("zulip: step_all: " .. msg, 2) end
   local go = {}
-  for i = 1, #ready do go[fds[ready[i]]] = true end
+  for i = 1, #ready do go[owner[ready[i]]] = true end
   local t0 = now()
   for k = 1, n do
     local x = open[k]
@@ -66,8 +76,8 @@ function M.step_all(items, timeout)
       end
     elseif not x:_closed() then
       -- a step of another queue of the same client may have done this one's work: ask again
-      local t = x:timeout()
-      if go[x:pollfd()] or (t ~= nil and t <= now() - t0) then
+      local t = x:_loop_timeout(true)
+      if go[engs[k]] or (t ~= nil and t <= now() - t0) then
         local events, emsg, err = x:step(0)
         if events == nil then
           out[#out + 1] = { queue = x, error = err, message = emsg }

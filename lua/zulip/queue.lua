@@ -561,20 +561,41 @@ end
 --- Seconds until the queue needs `step` to be called again, or nil when only its `pollfd`
 -- becoming readable matters (a request in flight with no timer due, or a queue stopped by a
 -- fatal error). 0 for a queue that has not started yet or has events to hand out. For cqueues and
--- other pollers.
+-- other pollers. On the poll core at most `zulip.POLL_SLICE` while a request is in flight (see
+-- `client:pollfd`).
 -- @treturn number|nil
 -- @usage local t = q:timeout()
 function Queue:timeout()
+  state_of(self)  -- a closed queue raises here, at the caller's level
+  return self:_loop_timeout(false)
+end
+
+--- `timeout()`, without the poll core's `POLL_SLICE` cap when `exact` (see `client:pollfds`).
+-- @local
+function Queue:_loop_timeout(exact)
   local st = state_of(self)
   if st._out[st._pos] or st._fatal or not st._auto then return 0 end
   if st._failed then return nil end
   local eng = st._eng
-  if st._busy then return eng:timeout() end
+  if st._busy then return eng:timeout(exact) end
   if st._wake then
     local t = st._wake - now()
     return t > 0 and t or 0
   end
   return 0
+end
+
+--- Every fd a loop must watch for this queue (its client's, see `client:pollfds`): a list of
+-- `{ fd = n, events = "r" | "w" | "rw" }`.
+-- @treturn table
+-- @usage for _, w in ipairs(q:pollfds()) do print(w.fd, w.events) end
+function Queue:pollfds()
+  local eng = state_of(self)._eng
+  eng.driven = true
+  local fds, evs = eng.core:pollfds()
+  local out = {}
+  for i = 1, #fds do out[i] = { fd = fds[i], events = evs[i] } end
+  return out
 end
 
 --- The poll events wanted on `pollfd`: always `"r"` (the cqueues protocol).

@@ -6,8 +6,11 @@
 -- That fd alone is enough: the sockets and timers of every request, the end of a retry's backoff,
 -- "start the next request" and callbacks to run all make it readable, so no uv timer follows
 -- `timeout()` and an idle client costs the loop nothing. A one-shot timer only makes the first
--- step. Requests with callbacks (`client:send_message(msg, cb)`) and background DELETEs
--- (`q:close()`) are driven by the same steps, so nothing blocks the loop.
+-- step. On the poll core (`zulip.POLLER == "poll"`), where that fd does not carry the sockets, a
+-- uv timer also follows `client:timeout()` (at most `zulip.POLL_SLICE`, 50 ms, apart while
+-- requests are in flight), so replies are seen that late at worst. Requests with callbacks
+-- (`client:send_message(msg, cb)`) and background DELETEs (`q:close()`) are driven by the same
+-- steps, so nothing blocks the loop.
 --
 --     local zuv = require("zulip.uv")
 --     local h = zuv.watch(q, function(ev) print(ev.type) end,
@@ -24,6 +27,7 @@
 -- (it stops). Recoverable failures (network, 5xx, an expired queue) never reach `on_error`:
 -- `q:step` retries them after a backoff.
 -- @module zulip.uv
+local core = require("zulip.core")
 local errors = require("zulip.errors")
 
 local M = {}
@@ -53,16 +57,40 @@ Watch.__name = "zulip.uv.Watch"
 -- steps every watcher of that client when the fd is readable.
 local pollers = setmetatable({}, { __mode = "k" })  -- engine -> { poll =, watchers = {} }
 
+-- With the poll core (no fd carries the sockets: see `client:pollfd`) a uv timer also follows
+-- `client:timeout()`, which is then at most `zulip.POLL_SLICE` while requests are in flight. Not
+-- one uv_poll per socket: curl closes sockets and the kernel reuses their numbers between two
+-- steps, and libuv keeps a poll handle's registration for an fd number that was closed under it.
+local function follow(p)
+  local timer = p.timer
+  if timer == nil or timer:is_closing() then return end
+  timer:stop()
+  if p.poll:is_closing() or p.eng.core:closed() then return end
+  local t = p.eng.client:timeout()
+  if t ~= nil then timer:start(math.ceil(t * 1000), 0, p.on_ready) end
+end
+
+local function close_poller(p)
+  p.poll:stop()
+  p.poll:close()
+  if p.timer and not p.timer:is_closing() then
+    p.timer:stop()
+    p.timer:close()
+  end
+end
+
 local function poller_of(uv, eng, fd)
   local p = pollers[eng]
   if p and p.uv == uv and not p.poll:is_closing() then return p end
   p = { uv = uv, eng = eng, watchers = {}, poll = uv.new_poll(fd) }
   pollers[eng] = p
-  p.poll:start("r", function(perr)
+  p.on_ready = function(perr)
+    if p.poll:is_closing() then return end
     if #p.watchers == 0 then  -- no watcher left: finish what is pending (a DELETE), then stop
       if perr or eng.core:closed() or not pcall(eng.pump, eng, 0) or not eng:busy() then
-        p.poll:stop()
-        p.poll:close()
+        close_poller(p)
+      else
+        follow(p)
       end
       return
     end
@@ -76,7 +104,10 @@ local function poller_of(uv, eng, fd)
         w:_pump()
       end
     end
-  end)
+    follow(p)
+  end
+  if not core.single_fd then p.timer = uv.new_timer() end
+  p.poll:start("r", p.on_ready)
   return p
 end
 
@@ -90,8 +121,7 @@ local function detach(h)
   -- the last watcher gone: the handle stays while the client has requests pending (a closed
   -- queue's DELETE), so they still go out; the poll callback closes it when they are done
   if #p.watchers == 0 and not p.poll:is_closing() and not p.eng:busy() then
-    p.poll:stop()
-    p.poll:close()
+    close_poller(p)
   end
 end
 
@@ -234,7 +264,10 @@ function M.watch(x, on_event, on_error, opts)
   h._poller = poller_of(uv, eng, x:pollfd())
   table.insert(h._poller.watchers, h)
   h._kick = uv.new_timer()
-  h._kick:start(0, 0, function() h:_pump() end)
+  h._kick:start(0, 0, function()
+    h:_pump()
+    if h._poller then follow(h._poller) end
+  end)
   return h
 end
 

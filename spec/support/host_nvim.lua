@@ -14,7 +14,7 @@ local mode = os.getenv("ZULIP_HOST_MODE") or "api"
 local INTERVAL = 10
 
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/?.lua;" .. package.path
-package.cpath = root .. "/build/luajit/?.so;" .. package.cpath
+package.cpath = root .. "/build/luajit" .. (os.getenv("ZULIP_BUILD_TAG") or "") .. "/?.so;" .. package.cpath
 
 local uv = vim.loop
 local scenario = require("spec.support.host_scenario")

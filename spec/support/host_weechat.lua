@@ -1,14 +1,16 @@
 -- A WeeChat script for spec/host_weechat_spec.lua, run by Debian's weechat-headless with its Lua
 -- plugin (Lua 5.3, so it loads build/5.3/zulip/core.so). The client is driven the way a WeeChat
 -- script drives any socket: `weechat.hook_fd` on `client:pollfd()` calls `client:step(0)` when
--- the fd is readable, and nothing else steps it; `weechat.hook_timer(10, ...)` counts ticks. The
+-- the fd is readable, and nothing else steps it (but on a core whose pollfd does not carry the
+-- sockets, the poll core: a one-shot `hook_timer` at `client:timeout()` too, as the README says such
+-- a loop must); `weechat.hook_timer(10, ...)` counts ticks. The
 -- scenario (spec/support/host_scenario.lua) does its slow operations from the fd callback, where
 -- the main queue's events arrive. Results go to ZULIP_HOST_OUT; the script then runs /quit.
 -- WeeChat names callbacks by string, so they are globals of this script's own Lua state.
--- luacheck: globals weechat zulip_host_fd zulip_host_tick zulip_host_kick zulip_host_shutdown
+-- luacheck: globals weechat zulip_host_fd zulip_host_tick zulip_host_kick zulip_host_shutdown zulip_host_follow
 local root = os.getenv("ZULIP_HOST_ROOT")
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/?.lua;" .. package.path
-package.cpath = root .. "/build/5.3/?.so;" .. package.cpath
+package.cpath = root .. "/build/5.3" .. (os.getenv("ZULIP_BUILD_TAG") or "") .. "/?.so;" .. package.cpath
 
 weechat.register("zulip_host_spec", "lua-zulip", "1", "MIT", "lua-zulip host spec", "zulip_host_shutdown", "")
 
@@ -48,9 +50,32 @@ local function step()
   end
 end
 
+-- The one-shot timer of a core without one fd for everything (core.single_fd false).
+local single_fd = require("zulip.core").single_fd
+local hook_follow
+local function follow()
+  if single_fd then return end
+  if hook_follow then
+    weechat.unhook(hook_follow)
+    hook_follow = nil
+  end
+  if S.finished then return end
+  local t
+  if driver == "client" then t = client:timeout() else t = q:timeout() end
+  if t then hook_follow = weechat.hook_timer(math.max(1, math.ceil(t * 1000)), 0, 1, "zulip_host_follow", "") end
+end
+
 function zulip_host_fd()
-  if S and not S.finished then S:guard(step) end
+  if S and not S.finished then
+    S:guard(step)
+    follow()
+  end
   return weechat.WEECHAT_RC_OK
+end
+
+function zulip_host_follow()
+  hook_follow = nil  -- a one-shot timer is gone once it fired: never unhook it
+  return zulip_host_fd()
 end
 
 function zulip_host_kick()  -- the first step (a new client has work: its register)

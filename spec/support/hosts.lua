@@ -47,10 +47,14 @@ function M.this_lua()
   return v == nil or v == "5.4"
 end
 
+--- The build directory of the core a host loads (util.build_dir: the poller's, under `make test POLLER=`).
+M.build_dir = util.build_dir
+
 --- Makes sure the module a host loads is built and current (`make LUA=luajit` or `LUA=5.3`).
 function M.build(lua)
-  local target = "build/" .. lua .. "/zulip/core.so"
-  assert(sh("make --no-print-directory -C " .. util.shquote(root) .. " LUA=" .. lua .. " " .. target
+  local target = util.build_dir(lua) .. "/zulip/core.so"
+  assert(sh("make --no-print-directory -C " .. util.shquote(root) .. " LUA=" .. lua .. util.make_poller()
+            .. " " .. target
             .. " >/dev/null"), "make LUA=" .. lua .. " failed")
   return root .. "/" .. target
 end

@@ -1,8 +1,9 @@
--- Runs inside `nvim --headless -u NONE` for spec/nvim_spec.lua: loads lua-zulip built for LuaJIT
--- (build/luajit) and the example plugin (examples/nvim), opens a view with :ZulipOpen, and
--- measures an editor timer (vim.fn.timer_start, 20 ms) while the queue long-polls. Writes
--- `ready` (the queue id) once registered and `result` (JSON) when done, then quits.
--- Environment: ZULIP_NVIM_ROOT, ZULIP_NVIM_OUT, ZULIP_NVIM_MESSAGES, ZULIP_NVIM_TIMEOUT, plus
+-- Runs inside `nvim --headless -u NONE` for spec/nvim_spec.lua: loads lua-zulip built for Neovim's
+-- Lua (build/luajit, or build/5.1 where Neovim runs PUC Lua 5.1) and the example plugin
+-- (examples/nvim), opens a view with :ZulipOpen, and measures an editor timer (vim.fn.timer_start,
+-- 20 ms) while the queue long-polls. Writes `ready` (the queue id) once registered and `result`
+-- (JSON) when done, then quits.
+-- Environment: ZULIP_NVIM_ROOT, ZULIP_NVIM_OUT, ZULIP_NVIM_LUA, ZULIP_NVIM_MESSAGES, ZULIP_NVIM_TIMEOUT, plus
 -- ZULIP_SITE/ZULIP_EMAIL/ZULIP_API_KEY for the plugin's client.
 -- luacheck: globals vim
 local root, out = os.getenv("ZULIP_NVIM_ROOT"), os.getenv("ZULIP_NVIM_OUT")
@@ -11,8 +12,24 @@ local timeout_ms = 1000 * tonumber(os.getenv("ZULIP_NVIM_TIMEOUT") or "20")
 local INTERVAL = 20
 
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = root .. "/build/luajit/?.so;" .. package.cpath
+-- ZULIP_NVIM_LUA: "luajit", or "5.1" for a Neovim built with PUC Lua (Debian's arm64 one)
+package.cpath = root .. "/build/" .. (os.getenv("ZULIP_NVIM_LUA") or "luajit") .. (os.getenv("ZULIP_BUILD_TAG") or "")
+  .. "/?.so;" .. package.cpath
 vim.opt.runtimepath:append(root .. "/examples/nvim")
+
+-- package.searchpath is 5.2's (LuaJIT has it; PUC Lua 5.1, Debian's arm64 Neovim, does not)
+local function searchpath(name, path)
+  if package.searchpath then return package.searchpath(name, path) end
+  local file = name:gsub("%.", "/")
+  for template in path:gmatch("[^;]+") do
+    local candidate = template:gsub("%?", file)
+    local f = io.open(candidate, "r")
+    if f then
+      f:close()
+      return candidate
+    end
+  end
+end
 
 local function write(name, text)
   local f = assert(io.open(out .. "/" .. name .. ".tmp", "w"))
@@ -54,7 +71,7 @@ local function finish(why)
     lua = jit and jit.version or _VERSION,
     nvim = vim.version().major .. "." .. vim.version().minor .. "." .. vim.version().patch,
     uv = vim.uv and "vim.uv" or "vim.loop",
-    core = package.searchpath("zulip.core", package.cpath),
+    core = searchpath("zulip.core", package.cpath),
     version = require("zulip")._VERSION,
     queue_id = view.queue.id,
   }))

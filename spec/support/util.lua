@@ -4,6 +4,28 @@ local M = {}
 local root = debug.getinfo(1, "S").source:match("^@(.*)/spec/support/util%.lua$") or "."
 M.root = root
 
+--- "" for the default poller's build, else "-<poller>" (make exports it: `make test POLLER=poll`).
+M.build_tag = os.getenv("ZULIP_BUILD_TAG") or ""
+
+--- The build directory of the module for a Lua ("5.4", "luajit"), relative to the root.
+function M.build_dir(lua)
+  return "build/" .. lua .. M.build_tag
+end
+
+--- The make arguments that build the same poller's core (none for the default one).
+function M.make_poller()
+  return M.build_tag == "" and "" or (" POLLER=" .. M.build_tag:sub(2))
+end
+
+--- The Lua Neovim runs, as make spells it: "luajit" (Debian's x86-64 Neovim), or "5.1" where it is
+-- built with PUC Lua 5.1 (Debian's arm64 Neovim 0.7: `nvim --version` says "Lua 5.1").
+function M.nvim_lua()
+  local p = assert(io.popen("nvim --version 2>/dev/null"))
+  local text = p:read("*a")
+  p:close()
+  return text:find("LuaJIT", 1, true) and "luajit" or "5.1"
+end
+
 --- The interpreter the suite runs under (run-specs.sh sets ZULIP_TEST_LUA).
 function M.lua_bin()
   local v = os.getenv("ZULIP_TEST_LUA") or "5.4"

@@ -9,7 +9,7 @@
 local root = os.getenv("ZULIP_HOST_ROOT")
 local out = os.getenv("ZULIP_HOST_OUT")
 package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. root .. "/?.lua;" .. package.path
-package.cpath = root .. "/build/luajit/?.so;" .. package.cpath
+package.cpath = root .. "/build/luajit" .. (os.getenv("ZULIP_BUILD_TAG") or "") .. "/?.so;" .. package.cpath
 
 local FRAME = 0.01  -- the frame cap: 100 frames per second
 local scenario = require("spec.support.host_scenario")
