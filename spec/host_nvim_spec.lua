@@ -7,19 +7,16 @@
 -- Neovim runs its own LuaJIT whatever Lua runs busted, so this file defines its tests only in the
 -- 5.4 run of the suite (see hosts.this_lua); under 5.3, 5.1 and LuaJIT it defines none.
 local hosts = require("spec.support.hosts")
-local devserver = require("spec.support.devserver")
+local util = require("spec.support.util")
 
 if not hosts.this_lua() then return end
 
 describe("Neovim (zulip.uv, 10 ms editor timer) while the server is slow", function()
-  local srv
+  local srv = util.use_devserver{ heartbeat = 30 }
 
   setup(function()
-    srv = devserver.start{ heartbeat = 30 }
     hosts.build("luajit")
   end)
-  teardown(function() srv:stop() end)
-  before_each(function() srv:control("POST", "/test/reset", {}) end)
 
   local function nvim(mode, ops)
     local run = hosts.start(srv, {

@@ -7,18 +7,16 @@
 -- WeeChat runs its own Lua 5.3 whatever Lua runs busted, so this file defines its test only in
 -- the 5.4 run of the suite (see hosts.this_lua); under 5.3, 5.1 and LuaJIT it defines none.
 local hosts = require("spec.support.hosts")
-local devserver = require("spec.support.devserver")
+local util = require("spec.support.util")
 
 if not hosts.this_lua() then return end
 
 describe("WeeChat (hook_fd on client:pollfd(), 10 ms hook_timer) while the server is slow", function()
-  local srv
+  local srv = util.use_devserver{ heartbeat = 30 }
 
   setup(function()
-    srv = devserver.start{ heartbeat = 30 }
     hosts.build("5.3")
   end)
-  teardown(function() srv:stop() end)
 
   it("keeps ticking through a send (reply delayed 2 s), q:close() and a collected queue (DELETE delayed 3 s)",
      function()

@@ -5,26 +5,13 @@
 local cjson = require("cjson")
 local socket = require("socket")
 local devserver = require("spec.support.devserver")
+local hosts = require("spec.support.hosts")
 local util = require("spec.support.util")
 
 local root = util.root
 if root:sub(1, 1) ~= "/" then root = (os.getenv("PWD") or ".") .. (root == "." and "" or ("/" .. root)) end
 
-local function sh(cmd)
-  local ok, _, code = os.execute(cmd)
-  if type(ok) == "number" then return ok == 0 end
-  return ok == true and (code == nil or code == 0)
-end
-
--- Waits up to `secs` for f() to return a true value, and returns it.
-local function wait_for(secs, f)
-  local deadline = util.now() + secs
-  repeat
-    local v = f()
-    if v then return v end
-    socket.sleep(0.02)
-  until util.now() > deadline
-end
+local sh, wait_for = hosts.sh, hosts.wait_for
 
 describe("Neovim drives a queue through zulip.uv", function()
   local srv = util.use_devserver{ heartbeat = 30 }

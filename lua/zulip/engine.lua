@@ -168,6 +168,17 @@ function Engine:pump(wait)
   return interrupted
 end
 
+--- What a loop watches for this client, as `{ fd =, events = "r"|"w"|"rw" }` (client:pollfds and
+-- q:pollfds); watching marks the client driven.
+-- @local
+function Engine:pollfds()
+  self.driven = true
+  local fds, evs = self.core:pollfds()
+  local out = {}
+  for i = 1, #fds do out[i] = { fd = fds[i], events = evs[i] } end
+  return out
+end
+
 --- Seconds until the client needs a step, or nil when only its pollfd matters. On the poll
 -- core (no fd carries the sockets) at most POLL_SLICE while sockets are in use, unless `exact`:
 -- the caller watches every fd of `core:pollfds()` itself.

@@ -429,12 +429,7 @@ end
 -- @treturn table
 -- @usage for _, w in ipairs(client:pollfds()) do print(w.fd, w.events) end
 function Client:pollfds()
-  local e = engine_of(self)
-  e.driven = true
-  local fds, evs = e.core:pollfds()
-  local out = {}
-  for i = 1, #fds do out[i] = { fd = fds[i], events = evs[i] } end
-  return out
+  return engine_of(self):pollfds()
 end
 
 --- The poll events wanted on `pollfd`: always `"r"` (the cqueues protocol).

@@ -590,12 +590,7 @@ end
 -- @treturn table
 -- @usage for _, w in ipairs(q:pollfds()) do print(w.fd, w.events) end
 function Queue:pollfds()
-  local eng = state_of(self)._eng
-  eng.driven = true
-  local fds, evs = eng.core:pollfds()
-  local out = {}
-  for i = 1, #fds do out[i] = { fd = fds[i], events = evs[i] } end
-  return out
+  return state_of(self)._eng:pollfds()
 end
 
 --- The poll events wanted on `pollfd`: always `"r"` (the cqueues protocol).
