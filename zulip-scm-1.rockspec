@@ -46,6 +46,7 @@ build = {
     ["zulip.outcome"] = "lua/zulip/outcome.lua",
     ["zulip.policy"] = "lua/zulip/policy.lua",
     ["zulip.queue"] = "lua/zulip/queue.lua",
+    ["zulip.state"] = "lua/zulip/state.lua",
     ["zulip.uv"] = "lua/zulip/uv.lua",
     ["zulip.version"] = "lua/zulip/version.lua",
   },

@@ -59,6 +59,10 @@ zulip.null = core.null
 -- @tparam string json
 -- @usage local v = zulip.decode('{"id": 5}'); assert(math.type == nil or math.type(v.id) == "integer")
 zulip.decode = core.decode
+--- The state keeper that `keep_state = true` uses, for a register reply of your own:
+-- `zulip.state.new(reply, opts)`, then `st:apply(event)` and the lookups (see `zulip.state`).
+-- @usage local st = zulip.state.new(assert(q:register()))
+zulip.state = require("zulip.state")
 --- Drive many queues at once: wait in one `poll(2)` on all their pollfds (at most `timeout`
 -- seconds; nil: until one has work), then `step(0)` the ones with work. See `zulip.loop`.
 -- @function step_all
@@ -184,9 +188,14 @@ end
 --   `idle_queue_timeout` (seconds, or `"mobile"`: 12 h; feature level 481); `include_subscribers`
 --   may be `true`, `false` or `"partial"` (level 412); `id` and `last_event_id`
 --   to resume a saved queue; recovery options `heartbeats`, `on_reset`, `on_retry`, `backoff`
---   (used by `step`, defaults for `each`)
+--   (used by `step`, defaults for `each`); `keep_state = true`: `q.state` is the register reply,
+--   kept current by each event before the loop body, callback or `step` result sees it (see
+--   `zulip.state` for what is applied), with the lookups `q:user`, `q:channel`, `q:subscription`,
+--   `q:unread_count` and `q:dm_unread_count`
 -- @treturn userdata a `zulip.Queue`
 -- @usage local q = client:queue{ event_types = { "message" }, narrow = { { "channel", "Denmark" } } }
+-- local kept = client:queue{ keep_state = true,
+--                            fetch_event_types = { "realm_user", "message", "update_message_flags" } }
 function Client:queue(opts)
   local q = queue.new(self, engine_of(self), opts)  -- not a tail call: its errors name our caller's line
   return q

@@ -1,7 +1,8 @@
 --- Event queues: `register`, `get_events`, the iterator `each`, and the non-blocking `step`
 -- with `pollfd`/`events`/`timeout` for foreign event loops. A queue is a `zulip.Queue` userdata
 -- made by `client:queue{...}`. Read-only fields: `q.id` (the server's queue id),
--- `q.last_event_id`, `q.closed`, `q.last_error` (the error that made the iterator raise).
+-- `q.last_event_id`, `q.closed`, `q.last_error` (the error that made the iterator raise), and
+-- with `keep_state = true`, `q.state` (the register reply, kept current: see `zulip.state`).
 --
 -- All of it runs on one state machine per queue (register, poll, decide, hand out, acknowledge)
 -- on its client's engine (`zulip.engine`): `each` and `step` differ only in how they wait (the
@@ -13,6 +14,7 @@ local encode = require("zulip.encode")
 local errors = require("zulip.errors")
 local outcome = require("zulip.outcome")
 local policy = require("zulip.policy")
+local kept = require("zulip.state")
 
 local Queue = core.Queue
 local M = {}
@@ -103,7 +105,7 @@ function M.new(client, eng, opts)
     if REGISTER[k] then
       check_param(k, v, REGISTER[k], 4)
       params[k] = type(v) == "string" and encode.json(v) or v  -- the server reads each one as JSON
-    elseif not RECOVERY[k] and k ~= "id" and k ~= "last_event_id" then
+    elseif not RECOVERY[k] and k ~= "id" and k ~= "last_event_id" and k ~= "keep_state" then
       error(("zulip: unknown queue option '%s'"):format(tostring(k)), 3)
     end
   end
@@ -114,6 +116,12 @@ function M.new(client, eng, opts)
   end
   if opts.last_event_id ~= nil and opts.id == nil then
     error("zulip: queue option 'last_event_id' needs 'id' (the saved queue to resume)", 3)
+  end
+  if opts.keep_state ~= nil and type(opts.keep_state) ~= "boolean" then
+    error("zulip: queue option 'keep_state' must be a boolean", 3)
+  end
+  if opts.keep_state and opts.id ~= nil then
+    error("zulip: queue option 'keep_state' needs the queue's register reply, so it cannot resume a saved 'id'", 3)
   end
   local recovery = {}
   for k in pairs(RECOVERY) do recovery[k] = opts[k] end
@@ -126,6 +134,9 @@ function M.new(client, eng, opts)
   st.closed = false
   st._eng = eng
   st._register_body = encode.form(params)
+  if opts.keep_state then
+    st._keep = { include_subscribers = opts.include_subscribers == true, email = client.email }
+  end
   st._timeout = client._timeout
   st._longpoll = 90
   st._grace = client.longpoll_grace  -- a silent long-poll gets this long past the server's timeout
@@ -220,9 +231,23 @@ local function finish_register(st)
     return errors.fail(errors.new("PROTOCOL", "register reply lacks queue_id or last_event_id"))
   end
   st.id, st.last_event_id, st._stale = state.queue_id, state.last_event_id, false
+  if st._keep then  -- q.state: this reply, from now on kept current by the events handed out
+    st._kept = kept.new(state, st._keep)
+    st.state, st._applied = state, state.last_event_id
+  end
   local lp = state.event_queue_longpoll_timeout_seconds
   st._longpoll = (type(lp) == "number" and lp > 0 and lp < 86400) and lp or 90
   return state
+end
+
+-- keep_state: an event changes q.state before anyone sees it, once (an event that comes again
+-- after a loop body raised is not applied twice)
+local function apply_kept(st, ev)
+  local k = st._kept
+  if k and ev.id > st._applied then
+    st._applied = ev.id
+    k:apply(ev)
+  end
 end
 
 -- The new events of a finished poll, oldest first: replays (ids already acknowledged, or
@@ -357,7 +382,10 @@ function Queue:get_events(opts)
   if st.id == nil then error("zulip: queue is not registered (call q:register() first)", 2) end
   commit_pending(st)
   local events, msg, err = manual(self, st, start_poll, dont_block)
-  if events and #events > 0 then st.last_event_id = events[#events].id end
+  if events and #events > 0 then
+    for i = 1, #events do apply_kept(st, events[i]) end
+    st.last_event_id = events[#events].id
+  end
   return events, msg, err
 end
 
@@ -426,6 +454,7 @@ function Queue:each(opts)
         if ev.id > st.last_event_id then
           if ev.type ~= "heartbeat" or o.heartbeats then
             st._pending_ack = ev.id
+            apply_kept(st, ev)
             return ev
           end
           st.last_event_id = ev.id
@@ -460,6 +489,7 @@ local function take(st)
     local ev = list[i]
     if ev.id > st.last_event_id then
       st.last_event_id = ev.id
+      apply_kept(st, ev)
       if ev.type ~= "heartbeat" or st._o.heartbeats then
         n = n + 1
         out[n] = ev
@@ -605,6 +635,58 @@ end
 -- @local
 function Queue:_closed()
   return self:_state().closed
+end
+
+local function kept_of(q)
+  local st = q:_state()
+  if not st._keep then error("zulip: the queue keeps no state (make it with keep_state = true)", 3) end
+  return st._kept
+end
+
+--- A user of the kept state (`keep_state = true`), by id or email; nil before the register.
+-- @tparam number|string key user id or email (any case)
+-- @treturn table|nil the user's dict, active or not
+-- @usage local who = q:user(event.message.sender_id); print(who and who.full_name)
+function Queue:user(key)
+  local k = kept_of(self)
+  return k and k:user(key)
+end
+
+--- A channel of the kept state, by id or name (any case); nil before the register.
+-- @tparam number|string key channel id or name
+-- @treturn table|nil the channel's dict
+-- @usage print(q:channel("Denmark").stream_id)
+function Queue:channel(key)
+  local k = kept_of(self)
+  return k and k:channel(key)
+end
+
+--- Your subscription to a channel in the kept state, by id or name; nil when not subscribed.
+-- @tparam number|string key channel id or name
+-- @treturn table|nil the entry of `q.state.subscriptions`
+-- @usage local sub = q:subscription("Denmark"); print(sub and sub.color)
+function Queue:subscription(key)
+  local k = kept_of(self)
+  return k and k:subscription(key)
+end
+
+--- Unread messages in the kept state: all, in a channel, or in a topic (0 before the register).
+-- @tparam[opt] number|string channel channel id or name
+-- @tparam[opt] string topic a topic of that channel
+-- @treturn number the count
+-- @usage print(q:unread_count(), q:unread_count("Denmark"), q:unread_count("Denmark", "lunch"))
+function Queue:unread_count(channel, topic)
+  local k = kept_of(self)
+  return k and k:unread_count(channel, topic) or 0
+end
+
+--- Unread direct messages in the kept state, with one user or a group (0 before the register).
+-- @tparam number|table who a user id, or the list of the other users' ids
+-- @treturn number the count
+-- @usage print(q:dm_unread_count(11))
+function Queue:dm_unread_count(who)
+  local k = kept_of(self)
+  return k and k:dm_unread_count(who) or 0
 end
 
 --- Close: the queue stops at once. A registered queue's `DELETE /api/v1/events` goes out in the
