@@ -71,8 +71,8 @@ demo: build
 	@$(LUA_BIN) examples/demo.lua
 
 # `make bench [ROWS="2 3"]`: row 1 is bench/decode.lua; rows 2-6 are bench/e2e.lua, each in a
-# process of its own. Results and the machine: bench/RESULTS.md.
-ROWS     ?= 1 2 3 4 5 6
+# process of its own; row 7 is bench/state.lua (no server). Results and the machine: bench/RESULTS.md.
+ROWS     ?= 1 2 3 4 5 6 7
 BENCH_SO := build/bench/$(LUA)/rusage.so build/bench/$(LUA)/rawpoll.so
 
 build/bench/$(LUA)/%.so: bench/%.c Makefile
@@ -83,8 +83,9 @@ bench: build
 	@$(MAKE) --no-print-directory $(BENCH_SO)
 	@for r in $(ROWS); do \
 	  if [ $$r = 1 ]; then $(LUA_BIN) bench/decode.lua || exit 1; continue; fi; \
-	  if [ -z "$$hdr" ]; then hdr=1; echo; echo "$(LUA_BIN): rows 2-6, lua-zulip vs the luasocket+cjson baseline"; \
+	  if [ -z "$$hdr" ]; then hdr=1; echo; echo "$(LUA_BIN): rows 2-7, lua-zulip vs the baselines (bench/RESULTS.md)"; \
 	    echo "| measure | lua-zulip | baseline | ratio | target |"; echo "|---|---|---|---|---|"; fi; \
+	  if [ $$r = 7 ]; then $(LUA_BIN) bench/state.lua || exit 1; continue; fi; \
 	  (ulimit -n 8192 2>/dev/null; LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;$(CURDIR)/build/bench/$(LUA)/?.so;;' \
 	    $(LUA_BIN) bench/e2e.lua $$r) || exit 1; \
 	done
