@@ -215,7 +215,9 @@ int zeng_drive(zeng *e, long wait_ms) {
     long t;
     int n, i;
     zeng_due_now(e);
-    if (e->closed || zeng_count_done(e) > 0) break;
+    /* any transfer that ended, a background one too: a caller waiting for the backgrounds to
+     * end (a blocking q:close) must see it now, not at its deadline */
+    if (e->closed || e->done != NULL) break;
     now = zpoll_now_ms();
     if (polled && deadline >= 0 && now >= deadline) break;
     if (e->running == NULL && deadline < 0) break;  /* nothing can end: never wait for ever */

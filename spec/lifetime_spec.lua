@@ -254,4 +254,18 @@ describe("queue lifetimes", function()
     full_gc()
     assert.are.equal(before, open_fds())
   end)
+
+  it("a blocking q:close() returns when its DELETE is answered, not at the client's timeout", function()
+    local c = new_client{ timeout = 20 }
+    local q = c:queue{}
+    assert(q:register())
+    local id = q.id
+    local t = util.now()
+    q:close()
+    local took = util.now() - t
+    assert.is_nil(server_queues()[id])  -- deleted before close returned
+    -- a close that waited for its deadline takes the whole 20 s: the DELETE's reply was not seen
+    assert.is_true(took < 10, ("q:close() took %.1f s"):format(took))
+    c:close()
+  end)
 end)

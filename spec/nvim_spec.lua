@@ -107,7 +107,7 @@ describe("Neovim drives a queue through zulip.uv", function()
     port:close()
     local code = table.concat({
       ("package.path = %q .. package.path"):format(root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;"),
-      ("package.cpath = %q .. package.cpath"):format(root .. "/build/luajit/?.so;"),
+      ("package.cpath = %q .. package.cpath"):format(root .. "/" .. util.build_dir(util.nvim_lua()) .. "/?.so;"),
       ("vim.opt.runtimepath:append(%q)"):format(root .. "/examples/nvim"),
       "vim.cmd('runtime plugin/zulip.lua')",
       "vim.cmd('ZulipOpen Denmark')",

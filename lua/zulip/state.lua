@@ -156,7 +156,9 @@ function M.new(snapshot, opts)
   self.topicpos = {}
   if is_table(d.user_topics) then
     for i, t in ipairs(d.user_topics) do
-      if is_table(t) then self.topicpos[tostring(t.stream_id) .. "\0" .. tostring(t.topic_name)] = i end
+      if is_table(t) and type(t.topic_name) == "string" then
+        self.topicpos[tostring(t.stream_id) .. "\0" .. t.topic_name:lower()] = i
+      end
     end
   end
   -- the newest message ids seen; seen_all: no message is older than these (none before the register)
@@ -768,14 +770,14 @@ end
 
 function apply.user_topic(self, ev)
   local list = self.data.user_topics
-  if not is_table(list) or ev.stream_id == nil or ev.topic_name == nil then return false end
-  local key = topic_key(ev.stream_id, ev.topic_name)
+  if not is_table(list) or ev.stream_id == nil or type(ev.topic_name) ~= "string" then return false end
+  local key = topic_key(ev.stream_id, ev.topic_name:lower())  -- the server matches topics in any case
   local pos = self.topicpos
   if ev.visibility_policy == 0 then
     local i = pos[key]
     if i then
       local last = list[#list]
-      list[i], pos[topic_key(last.stream_id, last.topic_name)] = last, i
+      list[i], pos[topic_key(last.stream_id, last.topic_name:lower())] = last, i
       list[#list], pos[key] = nil, nil
     end
   else
