@@ -432,6 +432,11 @@ function apply.subscription(self, ev)
         elseif is_table(entry.subscribers) then numbers_sorted(entry.subscribers) end
         self:_sub_move(s.stream_id, entry, "subscriptions")
         self:_name_channel(s.stream_id)
+        -- the peers' peer_add leaves us out: the new entry's count is the channel's
+        local c = self.spos[s.stream_id] and d.streams[self.spos[s.stream_id]]
+        if c and type(c.subscriber_count) == "number" and type(s.subscriber_count) == "number" then
+          c.subscriber_count = s.subscriber_count
+        end
       end
     end
   elseif op == "remove" then
