@@ -607,7 +607,10 @@ function Queue:_loop_timeout(exact)
   if st._out[st._pos] or st._fatal then return 0 end
   -- a queue never used needs a step (its register); one used by hand (register, get_events)
   -- waits for its owner, not for a loop, so it asks for no timer
-  if not st._auto then return (st._manual or st._failed) and nil or 0 end
+  if not st._auto then
+    if st._manual or st._failed then return nil end
+    return 0
+  end
   if st._failed then return nil end
   local eng = st._eng
   if st._busy then return eng:timeout(exact) end

@@ -447,7 +447,7 @@ function apply.subscription(self, ev)
         local sub = self:_sub(id)
         if self.me and is_table(sub.subscribers) then sorted_remove(sub.subscribers, self.me) end
         self:_sub_move(id, sub, "unsubscribed")
-        self:_count_changed(id, is_table(sub.subscribers) and nil or -1)
+        self:_count_changed(id, -1)  -- (by the list, when there is one)
       end
     end
   elseif op == "update" then

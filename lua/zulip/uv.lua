@@ -67,7 +67,9 @@ local function follow(p)
   timer:stop()
   if p.poll:is_closing() or p.eng.core:closed() then return end
   local t = p.eng.client:timeout()
-  if t ~= nil then timer:start(math.ceil(t * 1000), 0, p.on_ready) end
+  -- at least 1 ms: libuv before 1.48 runs a 0 ms timer started from a timer callback again in
+  -- the same pass, without polling, so a 0 here would starve the host's loop
+  if t ~= nil then timer:start(math.max(1, math.ceil(t * 1000)), 0, p.on_ready) end
 end
 
 local function close_poller(p)
