@@ -1,0 +1,1106 @@
+"""The dev server's realm model: users, channels and subscriptions, messages with their per-user
+flags, user groups, realm settings, user settings, muted users, user topics and custom emoji.
+
+Everything here is mutated under the server's lock (realm.py holds it).  Each action checks its
+arguments, changes the model and returns the events it causes as `Push`es (an event and who gets
+it), in the order the real Zulip server sends them; realm.py hands them to the queues.  The
+register state is built from the same model (`World.state`), so "old register + events applied"
+equals a fresh register.  The shapes follow Zulip at feature level 481; the contract is
+/work/notes/state-contract.md, and its section "Dev server choices" lists where this model is
+simpler than the real server.  Standard library only.
+"""
+
+import hashlib
+import html
+import re
+import time
+
+ROLE_OWNER, ROLE_ADMIN, ROLE_MODERATOR, ROLE_MEMBER, ROLE_GUEST = 100, 200, 300, 400, 600
+ROLES = (ROLE_OWNER, ROLE_ADMIN, ROLE_MODERATOR, ROLE_MEMBER, ROLE_GUEST)
+BOT_OWNER_ID = 11          # alice owns every bot
+DEFAULT_COLOR = "#76ce90"
+DATE_JOINED = "2024-01-01T00:00:00+00:00"
+CHANNEL_CREATED = 1704067200
+REALM_NAME = "lua-zulip dev realm"
+LANGUAGES = {"en": "English", "de": "Deutsch", "fr": "français", "es": "español",
+             "it": "italiano", "ja": "日本語", "pt": "Português"}
+COLOR_RE = re.compile(r"#[0-9a-fA-F]{6}\Z")
+MENTION_RE = re.compile(r"@\*\*([^*]+)\*\*")
+SUB_PROPERTIES = {"color": "color", "is_muted": bool, "pin_to_top": bool,
+                  "desktop_notifications": "bool_or_null", "audible_notifications": "bool_or_null",
+                  "push_notifications": "bool_or_null", "email_notifications": "bool_or_null",
+                  "wildcard_mentions_notify": "bool_or_null"}
+SUB_DEFAULTS = {"color": DEFAULT_COLOR, "is_muted": False, "pin_to_top": False,
+                "desktop_notifications": None, "audible_notifications": None,
+                "push_notifications": None, "email_notifications": None,
+                "wildcard_mentions_notify": None}
+USER_SETTINGS_DEFAULTS = {
+    "twenty_four_hour_time": False, "default_language": "en", "emojiset": "google",
+    "enter_sends": False, "color_scheme": 1, "notification_sound": "zulip",
+    "fluid_layout_width": False, "high_contrast_mode": False, "starred_message_counts": True,
+    "display_emoji_reaction_users": True, "send_private_typing_notifications": True,
+}
+EMOJISETS = ("google", "twitter", "text", "google-blob")
+REALM_DEFAULTS = {
+    "name": REALM_NAME, "description": "", "default_language": "en",
+    "waiting_period_threshold": 0, "message_content_edit_limit_seconds": 600,
+    "allow_message_editing": True,
+    "icon_url": "https://secure.gravatar.com/avatar/lua-zulip-realm?d=identicon&version=1",
+    "icon_source": "G",
+}
+# update_realm takes these (realm op:update); update_realm_dict the rest (op:update_dict).
+REALM_UPDATE_PROPERTIES = ("name", "default_language", "waiting_period_threshold")
+REALM_DICT_PROPERTIES = ("description", "message_content_edit_limit_seconds",
+                         "allow_message_editing", "icon_url", "icon_source")
+
+
+class ActionError(ValueError):
+    """A bad /test/action request (control.py turns it into a 400 BAD_REQUEST)."""
+
+
+def gravatar_url(email):
+    digest = hashlib.md5(email.lower().encode("utf-8")).hexdigest()
+    return f"https://secure.gravatar.com/avatar/{digest}?d=identicon&version=1"
+
+
+def api_key_for(user_id):
+    """A deterministic 32-character key, so created users can log in too."""
+    return hashlib.md5(f"lua-zulip user {user_id}".encode("ascii")).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Who gets an event
+
+
+class To:
+    """The users an event goes to: the given ids, or everyone but `exclude` (all=True)."""
+
+    __slots__ = ("ids", "exclude", "all")
+
+    def __init__(self, ids=(), exclude=(), all=False):
+        self.ids = frozenset(ids)
+        self.exclude = frozenset(exclude)
+        self.all = all
+
+    def has(self, user_id):
+        if self.all:
+            return user_id not in self.exclude
+        return user_id in self.ids and user_id not in self.exclude
+
+
+EVERYONE = To(all=True)
+
+
+class Push:
+    """One event for the users in `to`.  `per_queue(queue, event)`, when given, returns the
+    event as that queue gets it (per-user flags, the queue's client_gravatar)."""
+
+    __slots__ = ("event", "to", "per_queue")
+
+    def __init__(self, event, to, per_queue=None):
+        self.event = event
+        self.to = to
+        self.per_queue = per_queue
+
+
+# ---------------------------------------------------------------------------
+# Parts of the model
+
+
+class Subscribers:
+    """A channel's subscriber ids.  The synthetic channels of /test/config all start with the
+    same 10,000-odd subscribers, so they share one sorted tuple (`base`) and keep only their
+    own changes (`added`, disjoint from base; `removed`, a subset of base)."""
+
+    __slots__ = ("base", "base_set", "added", "removed")
+
+    def __init__(self, base=(), base_set=None):
+        self.base = tuple(base)
+        self.base_set = base_set if base_set is not None else frozenset(self.base)
+        self.added = set()
+        self.removed = set()
+
+    def __contains__(self, user_id):
+        if user_id in self.added:
+            return True
+        return user_id in self.base_set and user_id not in self.removed
+
+    def __len__(self):
+        return len(self.base) - len(self.removed) + len(self.added)
+
+    def ids(self):
+        """The ids, ascending."""
+        if not self.added and not self.removed:
+            return list(self.base)
+        kept = [u for u in self.base if u not in self.removed] if self.removed else list(self.base)
+        return sorted(kept + list(self.added)) if self.added else kept
+
+    def __iter__(self):
+        return iter(self.ids())
+
+    def add(self, user_id):
+        if user_id in self:
+            return False
+        if user_id in self.base_set:
+            self.removed.discard(user_id)
+        else:
+            self.added.add(user_id)
+        return True
+
+    def remove(self, user_id):
+        if user_id not in self:
+            return False
+        if user_id in self.added:
+            self.added.discard(user_id)
+        else:
+            self.removed.add(user_id)
+        return True
+
+
+class Message:
+    """A stored message: what the state needs (no content).  `recipients` are the users with a
+    UserMessage row (the real server's), fixed at send time; `flags` holds each one's non-empty
+    flag set."""
+
+    __slots__ = ("id", "sender_id", "type", "stream_id", "topic", "recipients", "flags",
+                 "participants")
+
+    def __init__(self, message_id, sender_id, msg_type, stream_id, topic, recipients,
+                 participants):
+        self.id = message_id
+        self.sender_id = sender_id
+        self.type = msg_type              # "stream" or "private"
+        self.stream_id = stream_id
+        self.topic = topic
+        self.recipients = frozenset(recipients)
+        self.flags = {}
+        self.participants = tuple(sorted(participants))   # private: everyone in it, ascending
+
+    def user_flags(self, user_id):
+        return sorted(self.flags.get(user_id, ()))
+
+    def is_unread(self, user_id):
+        return user_id in self.recipients and "read" not in self.flags.get(user_id, ())
+
+
+# ---------------------------------------------------------------------------
+# Checking action arguments
+
+
+def _arg(data, name, kind, default=..., allow_null=False):
+    if name not in data or (data[name] is None and not allow_null):
+        if default is ...:
+            raise ActionError(f"{name} is required")
+        return default
+    value = data[name]
+    if value is None and allow_null:
+        return None
+    if kind is int and (type(value) is not int):
+        raise ActionError(f"{name} is not an integer")
+    if kind is bool and type(value) is not bool:
+        raise ActionError(f"{name} is not a boolean")
+    if kind is str and not isinstance(value, str):
+        raise ActionError(f"{name} is not a string")
+    if kind is list:
+        if not isinstance(value, list) or not all(type(v) is int for v in value):
+            raise ActionError(f"{name} is not a list of integers")
+    if kind is dict and not isinstance(value, dict):
+        raise ActionError(f"{name} is not an object")
+    return value
+
+
+def _check_value(name, kind, value):
+    if kind is bool:
+        if type(value) is not bool:
+            raise ActionError(f"{name} must be a boolean")
+    elif kind == "bool_or_null":
+        if value is not None and type(value) is not bool:
+            raise ActionError(f"{name} must be a boolean or null")
+    elif kind == "color":
+        if not isinstance(value, str) or not COLOR_RE.match(value):
+            raise ActionError(f"{name} must be a color like #76ce90")
+    return value
+
+
+def _same_type(name, default, value):
+    if type(value) is not type(default):
+        raise ActionError(f"{name} must be a {type(default).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The world
+
+
+class World:
+    """The mutable realm.  Built fresh on /test/reset, and by /test/config when it sets
+    extra_users or extra_channels (synthetic users 1001.. and channels 1001.. subscribed by the
+    bot, alice and every synthetic user); actions made before are then gone."""
+
+    def __init__(self, builtin_users, builtin_channels, extra_users=0, extra_channels=0):
+        self.users = []
+        self.user_by_id = {}
+        self.user_by_email = {}
+        self.user_by_key = {}
+        self.ids_by_name = {}          # full_name -> set of ids, for @**name** mentions
+        self.bots_by_owner = {}        # owner id -> [bot ids]
+        for u in builtin_users:
+            self._add_user(dict(u, role=ROLE_MEMBER, timezone="", date_joined=DATE_JOINED,
+                                bot_type=1 if u["is_bot"] else None,
+                                bot_owner_id=BOT_OWNER_ID if u["is_bot"] else None))
+        extra_ids = []
+        for i in range(1, extra_users + 1):
+            extra_ids.append(1000 + i)
+            self._add_user({"user_id": 1000 + i, "email": f"user{i}@example.com",
+                            "full_name": f"Synthetic User {i}", "api_key": None,
+                            "is_bot": False, "is_active": True, "role": ROLE_MEMBER,
+                            "timezone": "", "date_joined": DATE_JOINED, "bot_type": None,
+                            "bot_owner_id": None})
+        self.next_user_id = max(self.user_by_id) + 1
+        self.channels = {}             # stream_id -> channel, in id order
+        self.channel_by_id = self.channels
+        self.channel_by_name = {}
+        for c in builtin_channels:
+            self._add_channel(c["stream_id"], c["name"], "", False, Subscribers(c["subscribers"]))
+        shared = (10, 11, *extra_ids)
+        shared_set = frozenset(shared)
+        for j in range(1, extra_channels + 1):
+            self._add_channel(1000 + j, f"Channel {j}", "", False, Subscribers(shared, shared_set))
+        self.next_stream_id = max(self.channels) + 1
+        self.sub_props = {}            # (user id, stream id) -> {property: value} set by the user
+        self.unsubscribed = {}         # user id -> {stream ids} once subscribed, now not
+        self.messages = {}             # id -> Message, ascending
+        self.groups = {}               # id -> group dict (members, direct_subgroup_ids: sets)
+        self.next_group_id = 101
+        self.realm = dict(REALM_DEFAULTS)
+        self.user_settings = {}        # user id -> {property: value} set by the user
+        self.muted = {}                # user id -> {muted id: timestamp}, oldest first
+        self.user_topics = {}          # user id -> {(stream id, topic lower): topic dict}
+        self.emoji = {}                # "id" -> emoji dict
+        self.next_emoji_id = 1
+
+    # -- users ------------------------------------------------------------------
+
+    def _add_user(self, user):
+        self.users.append(user)
+        self.user_by_id[user["user_id"]] = user
+        self.user_by_email[user["email"].lower()] = user
+        if user["api_key"]:
+            self.user_by_key[user["api_key"]] = user
+        self.ids_by_name.setdefault(user["full_name"], set()).add(user["user_id"])
+        if user["is_bot"]:
+            self.bots_by_owner.setdefault(user["bot_owner_id"], []).append(user["user_id"])
+
+    def user(self, user_id, name="user_id"):
+        user = self.user_by_id.get(user_id)
+        if user is None:
+            raise ActionError(f"{name}: no user {user_id}")
+        return user
+
+    def user_dict(self, user, client_gravatar):
+        """The user as register's realm_users and realm_user events show it."""
+        role = user["role"]
+        d = {
+            "user_id": user["user_id"], "email": user["email"], "full_name": user["full_name"],
+            "is_bot": user["is_bot"], "is_active": user["is_active"],
+            "is_admin": role in (ROLE_OWNER, ROLE_ADMIN), "is_owner": role == ROLE_OWNER,
+            "is_guest": role == ROLE_GUEST, "role": role,
+            "avatar_url": None if client_gravatar else gravatar_url(user["email"]),
+            "avatar_version": 1, "timezone": user["timezone"], "date_joined": user["date_joined"],
+            "delivery_email": None,
+        }
+        if user["is_bot"]:
+            d.update(bot_type=user["bot_type"], bot_owner_id=user["bot_owner_id"])
+        else:
+            d["profile_data"] = {}
+        return d
+
+    def bot_dict(self, bot):
+        return {"user_id": bot["user_id"], "full_name": bot["full_name"], "email": bot["email"],
+                "is_active": bot["is_active"], "owner_id": bot["bot_owner_id"],
+                "bot_type": bot["bot_type"], "default_sending_stream": None,
+                "default_events_register_stream": None, "default_all_public_streams": False,
+                "avatar_url": gravatar_url(bot["email"]), "services": []}
+
+    def mentioned_ids(self, content):
+        """Users named as @**Full Name** in content (found by name, not by scanning users)."""
+        found = set()
+        for name in MENTION_RE.findall(content):
+            found |= self.ids_by_name.get(name, set())
+        return found
+
+    def create_user(self, data):
+        """realm_user add [everyone]; a bot also realm_bot add [its owner, alice]."""
+        full_name = _arg(data, "full_name", str).strip()
+        if not full_name:
+            raise ActionError("full_name must not be empty")
+        is_bot = _arg(data, "is_bot", bool, False)
+        uid = self.next_user_id
+        email = _arg(data, "email", str, f"{'bot' if is_bot else 'user'}-{uid}@example.com")
+        if email.lower() in self.user_by_email:
+            raise ActionError(f"email {email} is taken")
+        self.next_user_id += 1
+        user = {"user_id": uid, "email": email, "full_name": full_name,
+                "api_key": api_key_for(uid), "is_bot": is_bot, "is_active": True,
+                "role": ROLE_MEMBER, "timezone": "",
+                "date_joined": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                "bot_type": 1 if is_bot else None, "bot_owner_id": BOT_OWNER_ID if is_bot else None}
+        self._add_user(user)
+        pushes = [Push({"type": "realm_user", "op": "add"}, EVERYONE,
+                       lambda q, e: dict(e, person=self.user_dict(user, q.client_gravatar)))]
+        if is_bot:
+            pushes.append(Push({"type": "realm_bot", "op": "add", "bot": self.bot_dict(user)},
+                               To([BOT_OWNER_ID])))
+        return {"user_id": uid, "email": email, "api_key": user["api_key"]}, pushes
+
+    def update_user(self, data):
+        """One realm_user update per changed property [everyone]; a bot's full_name also
+        realm_bot update [its owner]."""
+        user = self.user(_arg(data, "user_id", int))
+        pushes = []
+        if "full_name" in data:
+            name = _arg(data, "full_name", str).strip()
+            if not name:
+                raise ActionError("full_name must not be empty")
+            if name != user["full_name"]:
+                self.ids_by_name[user["full_name"]].discard(user["user_id"])
+                self.ids_by_name.setdefault(name, set()).add(user["user_id"])
+                user["full_name"] = name
+                pushes.append(Push({"type": "realm_user", "op": "update",
+                                    "person": {"user_id": user["user_id"], "full_name": name}},
+                                   EVERYONE))
+                if user["is_bot"]:
+                    pushes.append(Push({"type": "realm_bot", "op": "update",
+                                        "bot": {"user_id": user["user_id"], "full_name": name}},
+                                       To([user["bot_owner_id"]])))
+        if "role" in data:
+            role = _arg(data, "role", int)
+            if role not in ROLES:
+                raise ActionError(f"role must be one of {ROLES}")
+            if role != user["role"]:
+                user["role"] = role
+                pushes.append(Push({"type": "realm_user", "op": "update",
+                                    "person": {"user_id": user["user_id"], "role": role}},
+                                   EVERYONE))
+        if "timezone" in data:
+            tz = _arg(data, "timezone", str)
+            if tz != user["timezone"]:
+                user["timezone"] = tz
+                pushes.append(Push({"type": "realm_user", "op": "update",
+                                    "person": {"user_id": user["user_id"], "timezone": tz}},
+                                   EVERYONE))
+        return {}, pushes
+
+    def _set_active(self, data, active):
+        user = self.user(_arg(data, "user_id", int))
+        if user["is_active"] == active:
+            raise ActionError(f"user {user['user_id']} is already "
+                              f"{'active' if active else 'deactivated'}")
+        user["is_active"] = active
+        pushes = [Push({"type": "realm_user", "op": "update",
+                        "person": {"user_id": user["user_id"], "is_active": active}}, EVERYONE)]
+        if user["is_bot"]:
+            pushes.append(Push({"type": "realm_bot", "op": "update",
+                                "bot": {"user_id": user["user_id"], "is_active": active}},
+                               To([user["bot_owner_id"]])))
+        return {}, pushes
+
+    def deactivate_user(self, data):
+        """realm_user update is_active:false [everyone] (+ realm_bot for a bot).  Subscriptions,
+        group memberships and messages stay as they are."""
+        return self._set_active(data, False)
+
+    def reactivate_user(self, data):
+        return self._set_active(data, True)
+
+    # -- channels ---------------------------------------------------------------
+
+    def _add_channel(self, stream_id, name, description, invite_only, subscribers):
+        channel = {"stream_id": stream_id, "name": name, "description": description,
+                   "invite_only": invite_only, "is_archived": False,
+                   "date_created": CHANNEL_CREATED, "subscribers": subscribers}
+        self.channels[stream_id] = channel
+        self.channel_by_name[name.lower()] = channel
+        return channel
+
+    def channel(self, stream_id):
+        channel = self.channels.get(stream_id)
+        if channel is None:
+            raise ActionError(f"no channel {stream_id}")
+        return channel
+
+    def channel_dict(self, channel, include_subscribers):
+        d = {
+            "stream_id": channel["stream_id"], "name": channel["name"],
+            "description": channel["description"],
+            "rendered_description": render(channel["description"]),
+            "invite_only": channel["invite_only"], "is_web_public": False,
+            "is_archived": channel["is_archived"], "history_public_to_subscribers": True,
+            "date_created": channel["date_created"], "first_message_id": None,
+            "message_retention_days": None, "stream_post_policy": 1,
+            "subscriber_count": len(channel["subscribers"]),
+        }
+        if include_subscribers == "partial":
+            # Zulip sends a partial list for large channels; here always: the bots among them
+            d["partial_subscribers"] = [uid for uid in channel["subscribers"]
+                                        if self.user_by_id[uid]["is_bot"]]
+        elif include_subscribers:
+            d["subscribers"] = channel["subscribers"].ids()
+        return d
+
+    def sub_dict(self, user_id, channel, include_subscribers):
+        d = self.channel_dict(channel, include_subscribers)
+        d.update(SUB_DEFAULTS)
+        d.update(self.sub_props.get((user_id, channel["stream_id"]), {}))
+        return d
+
+    def can_see(self, user_id, channel):
+        """Public channels are seen by everyone, private ones by their subscribers."""
+        return not channel["invite_only"] or user_id in channel["subscribers"]
+
+    def _viewers(self, channel, exclude=()):
+        if not channel["invite_only"]:
+            return To(all=True, exclude=exclude)
+        return To(channel["subscribers"].ids(), exclude=exclude)
+
+    def create_channel(self, data):
+        """stream create [everyone for a public channel; nobody for a private one, which has
+        no subscribers yet]."""
+        name = _arg(data, "name", str).strip()
+        if not name:
+            raise ActionError("name must not be empty")
+        if name.lower() in self.channel_by_name:
+            raise ActionError(f"channel {name} exists")
+        description = _arg(data, "description", str, "")
+        invite_only = _arg(data, "invite_only", bool, False)
+        sid = self.next_stream_id
+        self.next_stream_id += 1
+        channel = self._add_channel(sid, name, description, invite_only, Subscribers())
+        channel["date_created"] = int(time.time())
+        pushes = []
+        if not invite_only:
+            pushes.append(Push({"type": "stream", "op": "create",
+                                "streams": [self.channel_dict(channel, False)]}, EVERYONE))
+        return {"stream_id": sid}, pushes
+
+    def update_channel(self, data):
+        """stream update with the channel's old name [who can see it]: name, description (with
+        rendered_description) or is_archived (level 378: archived channels stay, marked)."""
+        channel = self.channel(_arg(data, "stream_id", int))
+        prop = _arg(data, "property", str)
+        event = {"type": "stream", "op": "update", "stream_id": channel["stream_id"],
+                 "name": channel["name"], "property": prop}
+        if prop == "name":
+            value = _arg(data, "value", str).strip()
+            if not value:
+                raise ActionError("name must not be empty")
+            other = self.channel_by_name.get(value.lower())
+            if other is not None and other is not channel:
+                raise ActionError(f"channel {value} exists")
+            del self.channel_by_name[channel["name"].lower()]
+            self.channel_by_name[value.lower()] = channel
+            channel["name"] = value
+        elif prop == "description":
+            value = _arg(data, "value", str)
+            channel["description"] = value
+            event["rendered_description"] = render(value)
+        elif prop == "is_archived":
+            value = _arg(data, "value", bool)
+            channel["is_archived"] = value
+        else:
+            raise ActionError("property must be name, description or is_archived")
+        event["value"] = value
+        return {}, [Push(event, self._viewers(channel))]
+
+    def delete_channel(self, data):
+        """stream delete [who could see it]; the channel leaves the model, and with it every
+        subscription, unsubscribed entry and subscription setting.  Its messages stay (and so
+        do unreads in it), as the real server's apply_event keeps them."""
+        channel = self.channel(_arg(data, "stream_id", int))
+        sid = channel["stream_id"]
+        to = self._viewers(channel)
+        del self.channels[sid]
+        del self.channel_by_name[channel["name"].lower()]
+        for gone in self.unsubscribed.values():
+            gone.discard(sid)
+        for key in [k for k in self.sub_props if k[1] == sid]:
+            del self.sub_props[key]
+        return {}, [Push({"type": "stream", "op": "delete",
+                          "streams": [{"stream_id": sid, "name": channel["name"]}],
+                          "stream_ids": [sid]}, to)]
+
+    def subscribe(self, data):
+        """To each new subscriber: for a private channel first stream create (it was not
+        visible), then subscription add with the subscribers after the change; then peer_add
+        to everyone else who sees the subscribers (everyone for a public channel, the earlier
+        subscribers for a private one)."""
+        channel = self.channel(_arg(data, "stream_id", int))
+        user_ids = [self.user(u, "user_ids").get("user_id") for u in _arg(data, "user_ids", list)]
+        subs = channel["subscribers"]
+        before = subs.ids() if channel["invite_only"] else None
+        new = sorted({u for u in user_ids if u not in subs})
+        for uid in new:
+            subs.add(uid)
+            gone = self.unsubscribed.get(uid)
+            if gone:
+                gone.discard(channel["stream_id"])
+        pushes = []
+        for uid in new:
+            if channel["invite_only"]:
+                pushes.append(Push({"type": "stream", "op": "create",
+                                    "streams": [self.channel_dict(channel, False)]}, To([uid])))
+            pushes.append(Push({"type": "subscription", "op": "add",
+                                "subscriptions": [self.sub_dict(uid, channel, True)]}, To([uid])))
+        if new:
+            to = To(before, exclude=new) if channel["invite_only"] else To(all=True, exclude=new)
+            pushes.append(Push({"type": "subscription", "op": "peer_add",
+                                "stream_ids": [channel["stream_id"]], "user_ids": new}, to))
+        return {"subscribed": new}, pushes
+
+    def unsubscribe(self, data):
+        """To each removed user subscription remove; for a private channel also stream delete
+        (they no longer see it, so it is not in their unsubscribed either); then peer_remove to
+        everyone else who sees the subscribers."""
+        channel = self.channel(_arg(data, "stream_id", int))
+        sid = channel["stream_id"]
+        user_ids = [self.user(u, "user_ids").get("user_id") for u in _arg(data, "user_ids", list)]
+        subs = channel["subscribers"]
+        removed = sorted({u for u in user_ids if u in subs})
+        for uid in removed:
+            subs.remove(uid)
+            if not channel["invite_only"]:
+                self.unsubscribed.setdefault(uid, set()).add(sid)
+        pushes = []
+        for uid in removed:
+            pushes.append(Push({"type": "subscription", "op": "remove",
+                                "subscriptions": [{"stream_id": sid, "name": channel["name"]}]},
+                               To([uid])))
+            if channel["invite_only"]:
+                pushes.append(Push({"type": "stream", "op": "delete",
+                                    "streams": [{"stream_id": sid, "name": channel["name"]}],
+                                    "stream_ids": [sid]}, To([uid])))
+        if removed:
+            pushes.append(Push({"type": "subscription", "op": "peer_remove", "stream_ids": [sid],
+                                "user_ids": removed}, self._viewers(channel, exclude=removed)))
+        return {"unsubscribed": removed}, pushes
+
+    def update_subscription(self, data):
+        """subscription update [that user], for a subscribed channel."""
+        uid = self.user(_arg(data, "user_id", int))["user_id"]
+        channel = self.channel(_arg(data, "stream_id", int))
+        if uid not in channel["subscribers"]:
+            raise ActionError(f"user {uid} is not subscribed to {channel['stream_id']}")
+        prop = _arg(data, "property", str)
+        if prop not in SUB_PROPERTIES:
+            raise ActionError(f"property must be one of {', '.join(SUB_PROPERTIES)}")
+        if "value" not in data:
+            raise ActionError("value is required")
+        value = _check_value("value", SUB_PROPERTIES[prop], data["value"])
+        self.sub_props.setdefault((uid, channel["stream_id"]), {})[prop] = value
+        return {}, [Push({"type": "subscription", "op": "update",
+                          "stream_id": channel["stream_id"], "property": prop, "value": value},
+                         To([uid]))]
+
+    # -- messages ---------------------------------------------------------------
+
+    def add_message(self, message):
+        self.messages[message.id] = message
+
+    def _messages(self, data):
+        ids = _arg(data, "message_ids", list)
+        if not ids:
+            raise ActionError("message_ids must not be empty")
+        found = []
+        for mid in ids:
+            message = self.messages.get(mid)
+            if message is None:
+                raise ActionError(f"no message {mid}")
+            found.append(message)
+        return found
+
+    def _set_read(self, data, read):
+        uid = self.user(_arg(data, "user_id", int))["user_id"]
+        changed, seen = [], set()
+        for message in sorted(self._messages(data), key=lambda m: m.id):
+            if uid not in message.recipients or message.id in seen:
+                continue
+            seen.add(message.id)
+            flags = message.flags.setdefault(uid, set())
+            if ("read" in flags) == read:
+                continue
+            if read:
+                flags.add("read")
+            else:
+                flags.discard("read")
+            changed.append(message)
+        op = "add" if read else "remove"
+        event = {"type": "update_message_flags", "op": op, "operation": op, "flag": "read",
+                 "messages": [m.id for m in changed], "all": False}
+        if not read:
+            details = {}
+            for m in changed:
+                flags = m.flags.get(uid, set())
+                if m.type == "stream":
+                    d = {"type": "stream", "stream_id": m.stream_id, "topic": m.topic,
+                         "unmuted_stream_msg": True}
+                else:
+                    d = {"type": "private",
+                         "user_ids": [u for u in m.participants if u != uid]}
+                if "mentioned" in flags or "wildcard_mentioned" in flags:
+                    d["mentioned"] = True
+                details[str(m.id)] = d
+            event["message_details"] = details
+        return {"messages": event["messages"]}, [Push(event, To([uid]))]
+
+    def mark_read(self, data):
+        """update_message_flags add read with the ids that changed (the user's own messages
+        that were unread) [that user]."""
+        return self._set_read(data, True)
+
+    def mark_unread(self, data):
+        """update_message_flags remove read with message_details (unmuted_stream_msg is
+        always true: muting a channel does not change what is unread) [that user]."""
+        return self._set_read(data, False)
+
+    def delete_message(self, data):
+        """delete_message with the sorted ids [everyone who received them]; all of one
+        conversation (one channel and topic, or one DM group)."""
+        messages = self._messages(data)
+        first = messages[0]
+        key = (first.type, first.stream_id, first.topic.lower(), first.participants)
+        if any((m.type, m.stream_id, m.topic.lower(), m.participants) != key for m in messages):
+            raise ActionError("message_ids must all be of one conversation")
+        ids = sorted({m.id for m in messages})
+        recipients = set()
+        for m in messages:
+            recipients |= m.recipients
+            self.messages.pop(m.id, None)
+        event = {"type": "delete_message", "message_ids": ids, "message_type": first.type}
+        if first.type == "stream":
+            event.update(stream_id=first.stream_id, topic=first.topic)
+        return {}, [Push(event, To(recipients))]
+
+    def move_messages(self, data):
+        """update_message moving stream messages of one channel and topic to another topic
+        and/or channel (propagate_mode change_all) [everyone who received them, each with
+        their own flags].  Who received a message does not change with a move."""
+        messages = self._messages(data)
+        first = messages[0]
+        if any(m.type != "stream" or m.stream_id != first.stream_id
+               or m.topic.lower() != first.topic.lower() for m in messages):
+            raise ActionError("message_ids must be stream messages of one channel and topic")
+        topic = _arg(data, "topic", str, None)
+        if topic is not None:
+            topic = topic.strip()
+            if not topic:
+                raise ActionError("topic must not be empty")
+        stream_id = _arg(data, "stream_id", int, None)
+        old_channel = self.channels.get(first.stream_id)
+        if stream_id is not None:
+            self.channel(stream_id)
+        new_topic = topic is not None and topic != first.topic
+        new_stream = stream_id is not None and stream_id != first.stream_id
+        if not (new_topic or new_stream):
+            raise ActionError("topic or stream_id must change")
+        ids = sorted({m.id for m in messages})
+        acting = _arg(data, "user_id", int, BOT_OWNER_ID)
+        event = {"type": "update_message", "user_id": acting, "edit_timestamp": int(time.time()),
+                 "message_id": ids[0], "message_ids": ids, "stream_id": first.stream_id,
+                 "stream_name": old_channel["name"] if old_channel else "",
+                 "orig_subject": first.topic, "propagate_mode": "change_all",
+                 "rendering_only": False}
+        if new_topic:
+            event["subject"] = topic
+            event["topic_links"] = []
+        if new_stream:
+            event["new_stream_id"] = stream_id
+        recipients = set()
+        for m in messages:
+            recipients |= m.recipients
+            if new_topic:
+                m.topic = topic
+            if new_stream:
+                m.stream_id = stream_id
+        head = self.messages[ids[0]]
+        return {}, [Push(event, To(recipients),
+                         lambda q, e: dict(e, flags=head.user_flags(q.owner["user_id"])))]
+
+    def unread_msgs(self, user_id):
+        """register's unread_msgs: lists sorted by their key, ids ascending."""
+        streams, pms, huddles, mentions = {}, {}, {}, []
+        count = 0
+        for m in self.messages.values():
+            if not m.is_unread(user_id):
+                continue
+            count += 1
+            if m.type == "stream":
+                streams.setdefault((m.stream_id, m.topic), []).append(m.id)
+            elif len(m.participants) <= 2:
+                others = [u for u in m.participants if u != user_id]
+                pms.setdefault(others[0] if others else user_id, []).append(m.id)
+            else:
+                huddles.setdefault(",".join(map(str, m.participants)), []).append(m.id)
+            flags = m.flags.get(user_id, ())
+            if "mentioned" in flags or "wildcard_mentioned" in flags:
+                mentions.append(m.id)
+        return {
+            "count": count,
+            "pms": [{"other_user_id": k, "sender_id": k, "unread_message_ids": v}
+                    for k, v in sorted(pms.items())],
+            "streams": [{"stream_id": k[0], "topic": k[1], "unread_message_ids": v}
+                        for k, v in sorted(streams.items())],
+            "huddles": [{"user_ids_string": k, "unread_message_ids": v}
+                        for k, v in sorted(huddles.items())],
+            "mentions": mentions, "old_unreads_missing": False,
+        }
+
+    # -- user groups ------------------------------------------------------------
+
+    def group(self, group_id, name="group_id"):
+        group = self.groups.get(group_id)
+        if group is None:
+            raise ActionError(f"{name}: no group {group_id}")
+        return group
+
+    def group_dict(self, g):
+        return {"id": g["id"], "name": g["name"], "description": g["description"],
+                "members": sorted(g["members"]),
+                "direct_subgroup_ids": sorted(g["direct_subgroup_ids"]),
+                "is_system_group": False, "creator_id": g["creator_id"],
+                "date_created": g["date_created"], "deactivated": False,
+                "can_mention_group": 0}
+
+    def _check_group_name(self, name, group=None):
+        name = name.strip()
+        if not name:
+            raise ActionError("name must not be empty")
+        for other in self.groups.values():
+            if other is not group and other["name"].lower() == name.lower():
+                raise ActionError(f"group {name} exists")
+        return name
+
+    def _reaches(self, group_id, target_id):
+        """Whether target is group_id or one of its subgroups, however deep."""
+        seen, todo = set(), [group_id]
+        while todo:
+            gid = todo.pop()
+            if gid == target_id:
+                return True
+            if gid not in seen:
+                seen.add(gid)
+                todo.extend(self.groups[gid]["direct_subgroup_ids"])
+        return False
+
+    def create_group(self, data):
+        """user_group add [everyone].  can_mention_group is 0: no system groups are modelled."""
+        name = self._check_group_name(_arg(data, "name", str))
+        members = {self.user(u, "members")["user_id"] for u in _arg(data, "members", list, [])}
+        subgroups = {self.group(g, "subgroups")["id"] for g in _arg(data, "subgroups", list, [])}
+        gid = self.next_group_id
+        self.next_group_id += 1
+        group = {"id": gid, "name": name, "description": _arg(data, "description", str, ""),
+                 "members": members, "direct_subgroup_ids": subgroups,
+                 "creator_id": self.user(_arg(data, "creator_id", int, BOT_OWNER_ID),
+                                         "creator_id")["user_id"],
+                 "date_created": int(time.time())}
+        self.groups[gid] = group
+        return {"group_id": gid}, [Push({"type": "user_group", "op": "add",
+                                         "group": self.group_dict(group)}, EVERYONE)]
+
+    def update_group(self, data):
+        """user_group update with the changed name and/or description [everyone]."""
+        group = self.group(_arg(data, "group_id", int))
+        changed = {}
+        if "name" in data:
+            changed["name"] = self._check_group_name(_arg(data, "name", str), group)
+        if "description" in data:
+            changed["description"] = _arg(data, "description", str)
+        if not changed:
+            raise ActionError("name or description required")
+        group.update(changed)
+        return {}, [Push({"type": "user_group", "op": "update", "group_id": group["id"],
+                          "data": changed}, EVERYONE)]
+
+    def _members(self, data, add):
+        group = self.group(_arg(data, "group_id", int))
+        ids = {self.user(u, "user_ids")["user_id"] for u in _arg(data, "user_ids", list)}
+        changed = sorted(ids - group["members"] if add else ids & group["members"])
+        if not changed:
+            raise ActionError("no membership changes")
+        if add:
+            group["members"] |= set(changed)
+        else:
+            group["members"] -= set(changed)
+        op = "add_members" if add else "remove_members"
+        return {}, [Push({"type": "user_group", "op": op, "group_id": group["id"],
+                          "user_ids": changed}, EVERYONE)]
+
+    def add_group_members(self, data):
+        return self._members(data, True)
+
+    def remove_group_members(self, data):
+        return self._members(data, False)
+
+    def _subgroups(self, data, add):
+        group = self.group(_arg(data, "group_id", int))
+        ids = {self.group(g, "subgroup_ids")["id"] for g in _arg(data, "subgroup_ids", list)}
+        current = group["direct_subgroup_ids"]
+        changed = sorted(ids - current if add else ids & current)
+        if not changed:
+            raise ActionError("no subgroup changes")
+        if add:
+            for gid in changed:
+                if self._reaches(gid, group["id"]):
+                    raise ActionError(f"group {gid} would make a cycle")
+            current |= set(changed)
+        else:
+            current -= set(changed)
+        op = "add_subgroups" if add else "remove_subgroups"
+        return {}, [Push({"type": "user_group", "op": op, "group_id": group["id"],
+                          "direct_subgroup_ids": changed}, EVERYONE)]
+
+    def add_subgroups(self, data):
+        return self._subgroups(data, True)
+
+    def remove_subgroups(self, data):
+        return self._subgroups(data, False)
+
+    def delete_group(self, data):
+        """user_group remove [everyone].  A group that is another's subgroup cannot be deleted
+        (the real apply_event does not take it out of other groups' direct_subgroup_ids)."""
+        group = self.group(_arg(data, "group_id", int))
+        for other in self.groups.values():
+            if group["id"] in other["direct_subgroup_ids"]:
+                raise ActionError(f"group {group['id']} is a subgroup of {other['id']}")
+        del self.groups[group["id"]]
+        return {}, [Push({"type": "user_group", "op": "remove", "group_id": group["id"]},
+                         EVERYONE)]
+
+    # -- realm and user settings --------------------------------------------------
+
+    def _check_realm_value(self, prop, value):
+        if prop in ("name", "description", "icon_url"):
+            if not isinstance(value, str) or (prop == "name" and not value.strip()):
+                raise ActionError(f"{prop} must be a {'non-empty ' if prop == 'name' else ''}string")
+        elif prop == "default_language":
+            if value not in LANGUAGES:
+                raise ActionError(f"default_language must be one of {', '.join(LANGUAGES)}")
+        elif prop == "waiting_period_threshold":
+            if type(value) is not int or value < 0:
+                raise ActionError("waiting_period_threshold must be a non-negative integer")
+        elif prop == "message_content_edit_limit_seconds":
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ActionError("message_content_edit_limit_seconds must be a positive "
+                                  "integer or null")
+        elif prop == "allow_message_editing":
+            _check_value(prop, bool, value)
+        elif prop == "icon_source":
+            if value not in ("G", "U"):
+                raise ActionError('icon_source must be "G" or "U"')
+        return value
+
+    def update_realm(self, data):
+        """realm update property value [everyone], for name, default_language and
+        waiting_period_threshold."""
+        prop = _arg(data, "property", str)
+        if prop not in REALM_UPDATE_PROPERTIES:
+            raise ActionError(f"property must be one of {', '.join(REALM_UPDATE_PROPERTIES)}")
+        if "value" not in data:
+            raise ActionError("value is required")
+        self.realm[prop] = self._check_realm_value(prop, data["value"])
+        return {}, [Push({"type": "realm", "op": "update", "property": prop,
+                          "value": data["value"]}, EVERYONE)]
+
+    def update_realm_dict(self, data):
+        """realm update_dict property "default" [everyone], for description,
+        message_content_edit_limit_seconds, allow_message_editing and the icon (icon_url and
+        icon_source together)."""
+        changes = _arg(data, "data", dict)
+        if not changes:
+            raise ActionError("data must not be empty")
+        for prop, value in changes.items():
+            if prop not in REALM_DICT_PROPERTIES:
+                raise ActionError(f"data keys must be among {', '.join(REALM_DICT_PROPERTIES)}")
+            self._check_realm_value(prop, value)
+        if ("icon_url" in changes) != ("icon_source" in changes):
+            raise ActionError("icon_url and icon_source go together")
+        self.realm.update(changes)
+        return {}, [Push({"type": "realm", "op": "update_dict", "property": "default",
+                          "data": dict(changes)}, EVERYONE)]
+
+    def settings_of(self, user_id):
+        return dict(USER_SETTINGS_DEFAULTS, **self.user_settings.get(user_id, {}))
+
+    def update_user_settings(self, data):
+        """user_settings update property value (+ language_name for default_language) [that
+        user]."""
+        uid = self.user(_arg(data, "user_id", int))["user_id"]
+        prop = _arg(data, "property", str)
+        if prop not in USER_SETTINGS_DEFAULTS:
+            raise ActionError(f"property must be one of {', '.join(USER_SETTINGS_DEFAULTS)}")
+        if "value" not in data:
+            raise ActionError("value is required")
+        value = _same_type(prop, USER_SETTINGS_DEFAULTS[prop], data["value"])
+        if prop == "default_language" and value not in LANGUAGES:
+            raise ActionError(f"default_language must be one of {', '.join(LANGUAGES)}")
+        if prop == "emojiset" and value not in EMOJISETS:
+            raise ActionError(f"emojiset must be one of {', '.join(EMOJISETS)}")
+        if prop == "color_scheme" and value not in (1, 2, 3):
+            raise ActionError("color_scheme must be 1, 2 or 3")
+        self.user_settings.setdefault(uid, {})[prop] = value
+        event = {"type": "user_settings", "op": "update", "property": prop, "value": value}
+        if prop == "default_language":
+            event["language_name"] = LANGUAGES[value]
+        return {}, [Push(event, To([uid]))]
+
+    # -- muted users, user topics, emoji ---------------------------------------------
+
+    def muted_list(self, user_id):
+        return [{"id": uid, "timestamp": ts} for uid, ts in self.muted.get(user_id, {}).items()]
+
+    def _mute(self, data, mute):
+        uid = self.user(_arg(data, "user_id", int))["user_id"]
+        other = self.user(_arg(data, "muted_user_id", int), "muted_user_id")["user_id"]
+        if uid == other:
+            raise ActionError("a user cannot mute themself")
+        muted = self.muted.setdefault(uid, {})
+        if (other in muted) == mute:
+            raise ActionError(f"user {other} is {'already' if mute else 'not'} muted")
+        if mute:
+            muted[other] = int(time.time())
+        else:
+            del muted[other]
+        return {}, [Push({"type": "muted_users", "muted_users": self.muted_list(uid)},
+                         To([uid]))]
+
+    def mute_user(self, data):
+        """muted_users with the whole new list, oldest first [that user]."""
+        return self._mute(data, True)
+
+    def unmute_user(self, data):
+        return self._mute(data, False)
+
+    def topics_list(self, user_id):
+        return [dict(t) for t in self.user_topics.get(user_id, {}).values()]
+
+    def set_topic_visibility(self, data):
+        """user_topic [that user].  Policy 0 takes the topic out of the list; any other policy
+        puts it last (topics are matched case-insensitively, the new spelling is kept)."""
+        uid = self.user(_arg(data, "user_id", int))["user_id"]
+        sid = self.channel(_arg(data, "stream_id", int))["stream_id"]
+        topic = _arg(data, "topic", str).strip()
+        if not topic:
+            raise ActionError("topic must not be empty")
+        policy = _arg(data, "visibility_policy", int)
+        if policy not in (0, 1, 2, 3):
+            raise ActionError("visibility_policy must be 0, 1, 2 or 3")
+        topics = self.user_topics.setdefault(uid, {})
+        key = (sid, topic.lower())
+        topics.pop(key, None)
+        now = int(time.time())
+        if policy:
+            topics[key] = {"stream_id": sid, "topic_name": topic, "last_updated": now,
+                           "visibility_policy": policy}
+        return {}, [Push({"type": "user_topic", "stream_id": sid, "topic_name": topic,
+                          "last_updated": now, "visibility_policy": policy}, To([uid]))]
+
+    def emoji_dict(self):
+        return {k: dict(v) for k, v in self.emoji.items()}
+
+    def add_emoji(self, data):
+        """realm_emoji update with the whole dict, deactivated ones included [everyone]."""
+        name = _arg(data, "name", str).strip()
+        if not re.fullmatch(r"[a-z0-9_-]+", name):
+            raise ActionError("name must be lowercase letters, digits, - and _")
+        if any(e["name"] == name and not e["deactivated"] for e in self.emoji.values()):
+            raise ActionError(f"emoji {name} exists")
+        author = self.user(_arg(data, "author_id", int, BOT_OWNER_ID), "author_id")["user_id"]
+        eid = str(self.next_emoji_id)
+        self.next_emoji_id += 1
+        self.emoji[eid] = {"id": eid, "name": name,
+                           "source_url": f"/user_avatars/2/emoji/images/{eid}.png",
+                           "still_url": None, "deactivated": False, "author_id": author}
+        return {"emoji_id": eid}, [Push({"type": "realm_emoji", "op": "update",
+                                         "realm_emoji": self.emoji_dict()}, EVERYONE)]
+
+    def remove_emoji(self, data):
+        """Deactivates the emoji (it stays in the dict); realm_emoji update [everyone]."""
+        eid = data.get("emoji_id")
+        eid = str(eid) if type(eid) in (int, str) else None
+        emoji = self.emoji.get(eid)
+        if emoji is None or emoji["deactivated"]:
+            raise ActionError(f"no active emoji {data.get('emoji_id')}")
+        emoji["deactivated"] = True
+        return {}, [Push({"type": "realm_emoji", "op": "update",
+                          "realm_emoji": self.emoji_dict()}, EVERYONE)]
+
+    # -- register ---------------------------------------------------------------
+
+    def state(self, user, want, include_subscribers, client_gravatar):
+        """The model's part of register's state for `user`, key group by key group."""
+        uid = user["user_id"]
+        state = {}
+        if want("realm"):
+            state.update(realm_name=self.realm["name"],
+                         realm_description=self.realm["description"],
+                         realm_default_language=self.realm["default_language"],
+                         realm_waiting_period_threshold=self.realm["waiting_period_threshold"],
+                         realm_message_content_edit_limit_seconds=self.realm[
+                             "message_content_edit_limit_seconds"],
+                         realm_allow_message_editing=self.realm["allow_message_editing"],
+                         realm_icon_url=self.realm["icon_url"],
+                         realm_icon_source=self.realm["icon_source"])
+        if want("realm_user"):
+            active, inactive = [], []
+            for u in self.users:
+                (active if u["is_active"] else inactive).append(self.user_dict(u, client_gravatar))
+            state["realm_users"] = active
+            state["realm_non_active_users"] = inactive
+        if want("realm_bot"):
+            state["realm_bots"] = [self.bot_dict(self.user_by_id[b])
+                                   for b in self.bots_by_owner.get(uid, [])]
+        if want("subscription"):
+            gone = self.unsubscribed.get(uid, set())
+            subscribed, unsubscribed, never = [], [], []
+            for c in self.channels.values():
+                if uid in c["subscribers"]:
+                    subscribed.append(self.sub_dict(uid, c, include_subscribers))
+                elif c["stream_id"] in gone:
+                    unsubscribed.append(self.sub_dict(uid, c, include_subscribers))
+                elif not c["invite_only"]:
+                    never.append(self.channel_dict(c, include_subscribers))
+            state.update(subscriptions=subscribed, unsubscribed=unsubscribed,
+                         never_subscribed=never)
+        if want("stream"):
+            state["streams"] = [self.channel_dict(c, False) for c in self.channels.values()
+                                if self.can_see(uid, c)]
+        if want("message") and want("update_message_flags"):
+            state["unread_msgs"] = self.unread_msgs(uid)
+        if want("user_group"):
+            state["realm_user_groups"] = [self.group_dict(g) for g in self.groups.values()]
+        if want("user_settings"):
+            state["user_settings"] = self.settings_of(uid)
+        if want("muted_users"):
+            state["muted_users"] = self.muted_list(uid)
+        if want("user_topic"):
+            state["user_topics"] = self.topics_list(uid)
+        if want("realm_emoji"):
+            state["realm_emoji"] = self.emoji_dict()
+        return state
+
+
+def render(text):
+    """Markdown rendering, as far as the dev server goes: one escaped paragraph."""
+    return "<p>" + html.escape(text, quote=False) + "</p>" if text else ""
+
+
+# The actions POST /test/action runs (send is realm.py's, as it renders and fans out itself).
+ACTIONS = (
+    "create_user", "update_user", "deactivate_user", "reactivate_user",
+    "create_channel", "update_channel", "delete_channel", "subscribe", "unsubscribe",
+    "update_subscription", "mark_read", "mark_unread", "delete_message", "move_messages",
+    "create_group", "update_group", "add_group_members", "remove_group_members",
+    "add_subgroups", "remove_subgroups", "delete_group", "update_realm", "update_realm_dict",
+    "update_user_settings", "mute_user", "unmute_user", "set_topic_visibility", "add_emoji",
+    "remove_emoji",
+)
