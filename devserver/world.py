@@ -202,6 +202,8 @@ def _arg(data, name, kind, default=..., allow_null=False):
     if kind is str and not isinstance(value, str):
         raise ActionError(f"{name} is not a string")
     if kind is list:
+        if value == {}:
+            return []   # an empty Lua table encodes as {}: take it for the empty list
         if not isinstance(value, list) or not all(type(v) is int for v in value):
             raise ActionError(f"{name} is not a list of integers")
     if kind is dict and not isinstance(value, dict):
@@ -222,9 +224,12 @@ def _check_value(name, kind, value):
     return value
 
 
+TYPE_NAMES = {bool: "boolean", int: "integer", str: "string"}
+
+
 def _same_type(name, default, value):
     if type(value) is not type(default):
-        raise ActionError(f"{name} must be a {type(default).__name__}")
+        raise ActionError(f"{name} must be a {TYPE_NAMES[type(default)]}")
     return value
 
 
