@@ -5,9 +5,9 @@ Everything here is mutated under the server's lock (realm.py holds it).  Each ac
 arguments, changes the model and returns the events it causes as `Push`es (an event and who gets
 it), in the order the real Zulip server sends them; realm.py hands them to the queues.  The
 register state is built from the same model (`World.state`), so "old register + events applied"
-equals a fresh register.  The shapes follow Zulip at feature level 481; the contract is
-/work/notes/state-contract.md, and its section "Dev server choices" lists where this model is
-simpler than the real server.  Standard library only.
+equals a fresh register.  The shapes follow Zulip at feature level 481 and the rules of its
+apply_event (zerver/lib/events.py); the docstrings say where this model is simpler than the
+real server.  Standard library only.
 """
 
 import hashlib
