@@ -359,41 +359,36 @@ class World:
         return {"user_id": uid, "email": email, "api_key": user["api_key"]}, pushes
 
     def update_user(self, data):
-        """One realm_user update per changed property [everyone]; a bot's full_name also
-        realm_bot update [its owner]."""
+        """One realm_user update per changed property, in the order full_name, role, timezone
+        [everyone]; a bot's full_name also realm_bot update [its owner].  Unchanged values send
+        nothing; every argument is checked before anything changes."""
         user = self.user(_arg(data, "user_id", int))
-        pushes = []
+        uid = user["user_id"]
+        changes = {}
         if "full_name" in data:
-            name = _arg(data, "full_name", str).strip()
-            if not name:
+            changes["full_name"] = _arg(data, "full_name", str).strip()
+            if not changes["full_name"]:
                 raise ActionError("full_name must not be empty")
-            if name != user["full_name"]:
-                self.ids_by_name[user["full_name"]].discard(user["user_id"])
-                self.ids_by_name.setdefault(name, set()).add(user["user_id"])
-                user["full_name"] = name
-                pushes.append(Push({"type": "realm_user", "op": "update",
-                                    "person": {"user_id": user["user_id"], "full_name": name}},
-                                   EVERYONE))
-                if user["is_bot"]:
-                    pushes.append(Push({"type": "realm_bot", "op": "update",
-                                        "bot": {"user_id": user["user_id"], "full_name": name}},
-                                       To([user["bot_owner_id"]])))
         if "role" in data:
-            role = _arg(data, "role", int)
-            if role not in ROLES:
+            changes["role"] = _arg(data, "role", int)
+            if changes["role"] not in ROLES:
                 raise ActionError(f"role must be one of {ROLES}")
-            if role != user["role"]:
-                user["role"] = role
-                pushes.append(Push({"type": "realm_user", "op": "update",
-                                    "person": {"user_id": user["user_id"], "role": role}},
-                                   EVERYONE))
         if "timezone" in data:
-            tz = _arg(data, "timezone", str)
-            if tz != user["timezone"]:
-                user["timezone"] = tz
-                pushes.append(Push({"type": "realm_user", "op": "update",
-                                    "person": {"user_id": user["user_id"], "timezone": tz}},
-                                   EVERYONE))
+            changes["timezone"] = _arg(data, "timezone", str)
+        pushes = []
+        for prop, value in changes.items():
+            if value == user[prop]:
+                continue
+            if prop == "full_name":
+                self.ids_by_name[user["full_name"]].discard(uid)
+                self.ids_by_name.setdefault(value, set()).add(uid)
+            user[prop] = value
+            pushes.append(Push({"type": "realm_user", "op": "update",
+                                "person": {"user_id": uid, prop: value}}, EVERYONE))
+            if prop == "full_name" and user["is_bot"]:
+                pushes.append(Push({"type": "realm_bot", "op": "update",
+                                    "bot": {"user_id": uid, "full_name": value}},
+                                   To([user["bot_owner_id"]])))
         return {}, pushes
 
     def _set_active(self, data, active):
