@@ -538,7 +538,7 @@ class Realm:
                 # it stays queued and register's last_event_id points at it.
                 self.push_locked(queue, [{"type": "heartbeat"}])
                 last_event_id = queue.next_event_id - 1
-            max_message_id = self.next_message_id - 1 if self.next_message_id > 1 else -1
+            max_message_id = self.world.max_message_id.get(user["user_id"], -1)
             idle_timeout_secs = queue.timeout(self.config["queue_timeout"])
             longpoll_timeout = self.config["longpoll_timeout_seconds"]
             wanted = fetch_event_types if fetch_event_types is not None else event_types
@@ -753,6 +753,7 @@ class Realm:
                              message.get("stream_id"), message["subject"], recipients,
                              recipients if channel is None else ())
             for uid in recipients:
+                self.world.max_message_id[uid] = message_id
                 flags = set()
                 if uid == sender["user_id"]:
                     flags.add("read")

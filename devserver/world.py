@@ -275,6 +275,9 @@ class World:
         self.sub_props = {}            # (user id, stream id) -> {property: value} set by the user
         self.unsubscribed = {}         # user id -> {stream ids} once subscribed, now not
         self.messages = {}             # id -> Message, ascending
+        # user id -> the newest message they received: register's max_message_id, as the real
+        # server's (their newest UserMessage); a high-water mark, so deleting does not lower it
+        self.max_message_id = {}
         self.groups = {}               # id -> group dict (members, direct_subgroup_ids: sets)
         self.next_group_id = 101
         self.realm = dict(REALM_DEFAULTS)
@@ -558,30 +561,29 @@ class World:
         return {"subscribed": new}, pushes
 
     def unsubscribe(self, data):
-        """To each removed user subscription remove; for a private channel also stream delete
-        (they no longer see it, so it is not in their unsubscribed either); then peer_remove to
-        everyone else who sees the subscribers."""
+        """One user at a time, ascending: to the removed user subscription remove; for a
+        private channel also stream delete (they no longer see it, so it is not in their
+        unsubscribed either); then peer_remove to everyone else who sees the subscribers.
+        (One at a time, so users removed together still learn of each other, which one
+        batched peer_remove that leaves out every removed user would not tell them.)"""
         channel = self.channel(_arg(data, "stream_id", int))
         sid = channel["stream_id"]
         user_ids = [self.user(u, "user_ids").get("user_id") for u in _arg(data, "user_ids", list)]
         subs = channel["subscribers"]
         removed = sorted({u for u in user_ids if u in subs})
+        gone = [{"stream_id": sid, "name": channel["name"]}]
+        pushes = []
         for uid in removed:
             subs.remove(uid)
             if not channel["invite_only"]:
                 self.unsubscribed.setdefault(uid, set()).add(sid)
-        pushes = []
-        for uid in removed:
-            pushes.append(Push({"type": "subscription", "op": "remove",
-                                "subscriptions": [{"stream_id": sid, "name": channel["name"]}]},
+            pushes.append(Push({"type": "subscription", "op": "remove", "subscriptions": gone},
                                To([uid])))
             if channel["invite_only"]:
-                pushes.append(Push({"type": "stream", "op": "delete",
-                                    "streams": [{"stream_id": sid, "name": channel["name"]}],
+                pushes.append(Push({"type": "stream", "op": "delete", "streams": gone,
                                     "stream_ids": [sid]}, To([uid])))
-        if removed:
             pushes.append(Push({"type": "subscription", "op": "peer_remove", "stream_ids": [sid],
-                                "user_ids": removed}, self._viewers(channel, exclude=removed)))
+                                "user_ids": [uid]}, self._viewers(channel, exclude=[uid])))
         return {"unsubscribed": removed}, pushes
 
     def update_subscription(self, data):
