@@ -187,6 +187,15 @@ describe("dev server realm model (POST /test/action)", function()
       assert.same({}, alice.take())
     end)
 
+    it("users unsubscribed together learn of each other (one user at a time)", function()
+      local bot = watch("bot")
+      action("unsubscribe", { stream_id = 1, user_ids = { 11, 10 } })
+      local events = bot.take()
+      assert.same({ "subscription/remove", "subscription/peer_remove" }, kinds(events))
+      assert.same({ 11 }, events[2].user_ids)
+      assert.equals(0, find(register().unsubscribed, "stream_id", 1).subscriber_count)
+    end)
+
     it("a private channel is seen by its subscribers only", function()
       local bot, alice = watch("bot"), watch("alice")
       local sid = action("create_channel", { name = "Secret", invite_only = true }).stream_id
@@ -304,7 +313,9 @@ describe("dev server realm model (POST /test/action)", function()
       assert.is_false(u.old_unreads_missing)
       -- alice sent them all: nothing unread for her but the bot's self-DM is not hers either
       assert.equals(0, unread("alice").count)
-      assert.is_true(register("bot", { fetch_event_types = '["message"]' }).max_message_id >= m5)
+      -- max_message_id is the newest message the user received: m5 went to Scotland only
+      assert.equals(m4, register("bot", { fetch_event_types = '["message"]' }).max_message_id)
+      assert.equals(m5, register("alice", { fetch_event_types = '["message"]' }).max_message_id)
 
       -- a self-DM made unread is a pm with oneself
       action("mark_unread", { user_id = 10, message_ids = { m4 } })
