@@ -221,6 +221,8 @@ class Control:
         sender = self.realm.world.user_by_id.get(data.get("sender_id"))
         if sender is None or type(data.get("sender_id")) is not int:
             raise ActionError("sender_id: no such user")
+        if not sender["is_active"]:
+            raise ActionError(f"sender {sender['user_id']} is deactivated")
         msg_type = data.get("type", "stream")
         if msg_type == "stream":
             if type(data.get("stream_id")) is not int:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from world import REALM_NAME, Message, World, gravatar_url
+from world import Message, World, gravatar_url
 
 ZULIP_VERSION = "11.0-dev+lua-zulip-devserver"
 ZULIP_MERGE_BASE = "11.0-dev"
@@ -538,7 +538,7 @@ class Realm:
                 # it stays queued and register's last_event_id points at it.
                 self.push_locked(queue, [{"type": "heartbeat"}])
                 last_event_id = queue.next_event_id - 1
-            max_message_id = self.world.max_message_id.get(user["user_id"], -1)
+            max_message_id = self.world.max_message_id(user["user_id"])
             idle_timeout_secs = queue.timeout(self.config["queue_timeout"])
             longpoll_timeout = self.config["longpoll_timeout_seconds"]
             wanted = fetch_event_types if fetch_event_types is not None else event_types
@@ -732,7 +732,7 @@ class Realm:
                 "is_me_message": content.startswith("/me "), "reactions": [], "submessages": [],
             }
             if channel is not None:
-                recipients = set(channel["subscribers"]) | {sender["user_id"]}
+                recipients = set(self.world.subscriber_ids(channel)) | {sender["user_id"]}
                 message.update(type="stream", display_recipient=channel["name"],
                                stream_id=channel["stream_id"], subject=topic,
                                recipient_id=100 + channel["stream_id"])
@@ -753,7 +753,6 @@ class Realm:
                              message.get("stream_id"), message["subject"], recipients,
                              recipients if channel is None else ())
             for uid in recipients:
-                self.world.max_message_id[uid] = message_id
                 flags = set()
                 if uid == sender["user_id"]:
                     flags.add("read")
@@ -761,7 +760,7 @@ class Realm:
                     flags.add("mentioned")
                 if flags:
                     stored.flags[uid] = flags
-            self.world.add_message(stored)
+            later = self.world.add_message(stored, channel)
             rendered = {True: ("<p>" + html.escape(content, quote=False) + "</p>", "text/html"),
                         False: (content, "text/x-markdown")}
             avatar = gravatar_url(sender["email"])
@@ -789,6 +788,7 @@ class Realm:
                         and owner_id == sender["user_id"]:
                     event["local_message_id"] = local_id
                 self.push_locked(queue, [event])
+            self.deliver_locked(later)   # a channel's first message: stream update
         return message_id
 
     # -- GET /api/v1/users/me ---------------------------------------------------

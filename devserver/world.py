@@ -248,6 +248,7 @@ class World:
         self.user_by_email = {}
         self.user_by_key = {}
         self.ids_by_name = {}          # full_name -> set of ids, for @**name** mentions
+        self.inactive = set()          # deactivated user ids (few): left out of subscriber lists
         self.bots_by_owner = {}        # owner id -> [bot ids]
         for u in builtin_users:
             self._add_user(dict(u, role=ROLE_MEMBER, timezone="", date_joined=DATE_JOINED,
@@ -275,9 +276,6 @@ class World:
         self.sub_props = {}            # (user id, stream id) -> {property: value} set by the user
         self.unsubscribed = {}         # user id -> {stream ids} once subscribed, now not
         self.messages = {}             # id -> Message, ascending
-        # user id -> the newest message they received: register's max_message_id, as the real
-        # server's (their newest UserMessage); a high-water mark, so deleting does not lower it
-        self.max_message_id = {}
         self.groups = {}               # id -> group dict (members, direct_subgroup_ids: sets)
         self.next_group_id = 101
         self.realm = dict(REALM_DEFAULTS)
@@ -298,6 +296,8 @@ class World:
         self.ids_by_name.setdefault(user["full_name"], set()).add(user["user_id"])
         if user["is_bot"]:
             self.bots_by_owner.setdefault(user["bot_owner_id"], []).append(user["user_id"])
+        if not user["is_active"]:
+            self.inactive.add(user["user_id"])
 
     def user(self, user_id, name="user_id"):
         user = self.user_by_id.get(user_id)
@@ -396,24 +396,43 @@ class World:
 
     def _set_active(self, data, active):
         user = self.user(_arg(data, "user_id", int))
+        uid = user["user_id"]
         if user["is_active"] == active:
-            raise ActionError(f"user {user['user_id']} is already "
-                              f"{'active' if active else 'deactivated'}")
+            raise ActionError(f"user {uid} is already {'active' if active else 'deactivated'}")
         user["is_active"] = active
+        (self.inactive.discard if active else self.inactive.add)(uid)
         pushes = [Push({"type": "realm_user", "op": "update",
-                        "person": {"user_id": user["user_id"], "is_active": active}}, EVERYONE)]
+                        "person": {"user_id": uid, "is_active": active}}, EVERYONE)]
         if user["is_bot"]:
             pushes.append(Push({"type": "realm_bot", "op": "update",
-                                "bot": {"user_id": user["user_id"], "is_active": active}},
+                                "bot": {"user_id": uid, "is_active": active}},
                                To([user["bot_owner_id"]])))
+        # Their subscriptions stay, but subscriber lists show active users only: peers hear of it.
+        op = "peer_add" if active else "peer_remove"
+        public, private = [], []
+        for c in self.channels.values():
+            if uid in c["subscribers"]:
+                (private if c["invite_only"] else public).append(c)
+        if public:
+            pushes.append(Push({"type": "subscription", "op": op,
+                                "stream_ids": [c["stream_id"] for c in public], "user_ids": [uid]},
+                               To(all=True, exclude=[uid])))
+        for c in private:
+            pushes.append(Push({"type": "subscription", "op": op, "stream_ids": [c["stream_id"]],
+                                "user_ids": [uid]}, self._viewers(c, exclude=[uid])))
         return {}, pushes
 
     def deactivate_user(self, data):
-        """realm_user update is_active:false [everyone] (+ realm_bot for a bot).  Subscriptions,
-        group memberships and messages stay as they are."""
+        """realm_user update is_active:false [everyone] (+ realm_bot update for a bot), then
+        subscription peer_remove for the channels they are subscribed to [everyone else who
+        sees the subscribers].  The subscriptions themselves stay (reactivate_user brings them
+        back with peer_add), as do group memberships and messages; but like the real server,
+        subscriber lists and subscriber_count count active users only, and a deactivated user
+        receives no new messages."""
         return self._set_active(data, False)
 
     def reactivate_user(self, data):
+        """realm_user update is_active:true (+ realm_bot), then peer_add for their channels."""
         return self._set_active(data, True)
 
     # -- channels ---------------------------------------------------------------
@@ -421,7 +440,8 @@ class World:
     def _add_channel(self, stream_id, name, description, invite_only, subscribers):
         channel = {"stream_id": stream_id, "name": name, "description": description,
                    "invite_only": invite_only, "is_archived": False,
-                   "date_created": CHANNEL_CREATED, "subscribers": subscribers}
+                   "date_created": CHANNEL_CREATED, "first_message_id": None,
+                   "subscribers": subscribers}
         self.channels[stream_id] = channel
         self.channel_by_name[name.lower()] = channel
         return channel
@@ -432,6 +452,17 @@ class World:
             raise ActionError(f"no channel {stream_id}")
         return channel
 
+    def subscriber_ids(self, channel):
+        """The channel's active subscribers, ascending."""
+        subs = channel["subscribers"]
+        if not any(u in subs for u in self.inactive):
+            return subs.ids()
+        return [u for u in subs.ids() if u not in self.inactive]
+
+    def subscriber_count(self, channel):
+        subs = channel["subscribers"]
+        return len(subs) - sum(1 for u in self.inactive if u in subs)
+
     def channel_dict(self, channel, include_subscribers):
         d = {
             "stream_id": channel["stream_id"], "name": channel["name"],
@@ -439,16 +470,17 @@ class World:
             "rendered_description": render(channel["description"]),
             "invite_only": channel["invite_only"], "is_web_public": False,
             "is_archived": channel["is_archived"], "history_public_to_subscribers": True,
-            "date_created": channel["date_created"], "first_message_id": None,
+            "date_created": channel["date_created"],
+            "first_message_id": channel["first_message_id"],
             "message_retention_days": None, "stream_post_policy": 1,
-            "subscriber_count": len(channel["subscribers"]),
+            "subscriber_count": self.subscriber_count(channel),
         }
         if include_subscribers == "partial":
             # Zulip sends a partial list for large channels; here always: the bots among them
-            d["partial_subscribers"] = [uid for uid in channel["subscribers"]
+            d["partial_subscribers"] = [uid for uid in self.subscriber_ids(channel)
                                         if self.user_by_id[uid]["is_bot"]]
         elif include_subscribers:
-            d["subscribers"] = channel["subscribers"].ids()
+            d["subscribers"] = self.subscriber_ids(channel)
         return d
 
     def sub_dict(self, user_id, channel, include_subscribers):
@@ -464,7 +496,7 @@ class World:
     def _viewers(self, channel, exclude=()):
         if not channel["invite_only"]:
             return To(all=True, exclude=exclude)
-        return To(channel["subscribers"].ids(), exclude=exclude)
+        return To(self.subscriber_ids(channel), exclude=exclude)
 
     def create_channel(self, data):
         """stream create [everyone for a public channel; nobody for a private one, which has
@@ -532,15 +564,22 @@ class World:
                           "streams": [{"stream_id": sid, "name": channel["name"]}],
                           "stream_ids": [sid]}, to)]
 
+    def _active_ids(self, data):
+        ids = [self.user(u, "user_ids")["user_id"] for u in _arg(data, "user_ids", list)]
+        for uid in ids:
+            if uid in self.inactive:
+                raise ActionError(f"user {uid} is deactivated")
+        return ids
+
     def subscribe(self, data):
         """To each new subscriber: for a private channel first stream create (it was not
         visible), then subscription add with the subscribers after the change; then peer_add
         to everyone else who sees the subscribers (everyone for a public channel, the earlier
         subscribers for a private one)."""
         channel = self.channel(_arg(data, "stream_id", int))
-        user_ids = [self.user(u, "user_ids").get("user_id") for u in _arg(data, "user_ids", list)]
+        user_ids = self._active_ids(data)
         subs = channel["subscribers"]
-        before = subs.ids() if channel["invite_only"] else None
+        before = self.subscriber_ids(channel) if channel["invite_only"] else None
         new = sorted({u for u in user_ids if u not in subs})
         for uid in new:
             subs.add(uid)
@@ -568,7 +607,7 @@ class World:
         batched peer_remove that leaves out every removed user would not tell them.)"""
         channel = self.channel(_arg(data, "stream_id", int))
         sid = channel["stream_id"]
-        user_ids = [self.user(u, "user_ids").get("user_id") for u in _arg(data, "user_ids", list)]
+        user_ids = self._active_ids(data)
         subs = channel["subscribers"]
         removed = sorted({u for u in user_ids if u in subs})
         gone = [{"stream_id": sid, "name": channel["name"]}]
@@ -605,8 +644,34 @@ class World:
 
     # -- messages ---------------------------------------------------------------
 
-    def add_message(self, message):
+    def add_message(self, message, channel=None):
+        """Stores a sent message; returns the pushes it causes besides the message event: a
+        channel's first message sets its first_message_id, which everyone who sees the channel
+        hears of as stream update (level 256 sends it when the oldest message changes)."""
         self.messages[message.id] = message
+        if channel is not None and channel["first_message_id"] is None:
+            return self._first_message_changed(channel)
+        return []
+
+    def _first_message_changed(self, channel):
+        """Recomputes first_message_id (the oldest stored message in the channel); returns the
+        stream update push when it changed."""
+        sid = channel["stream_id"]
+        first = min((m.id for m in self.messages.values()
+                     if m.type == "stream" and m.stream_id == sid), default=None)
+        if first == channel["first_message_id"]:
+            return []
+        channel["first_message_id"] = first
+        return [Push({"type": "stream", "op": "update", "stream_id": sid, "name": channel["name"],
+                      "property": "first_message_id", "value": first}, self._viewers(channel))]
+
+    def max_message_id(self, user_id):
+        """register's max_message_id: the newest message the user has (received and not
+        deleted), as the real server's newest UserMessage; -1 when none."""
+        for m in reversed(self.messages.values()):
+            if user_id in m.recipients:
+                return m.id
+        return -1
 
     def _messages(self, data):
         ids = _arg(data, "message_ids", list)
@@ -666,7 +731,8 @@ class World:
 
     def delete_message(self, data):
         """delete_message with the sorted ids [everyone who received them]; all of one
-        conversation (one channel and topic, or one DM group)."""
+        conversation (one channel and topic, or one DM group).  Deleting a channel's oldest
+        message then sends stream update first_message_id [who sees the channel]."""
         messages = self._messages(data)
         first = messages[0]
         key = (first.type, first.stream_id, first.topic.lower(), first.participants)
@@ -678,14 +744,19 @@ class World:
             recipients |= m.recipients
             self.messages.pop(m.id, None)
         event = {"type": "delete_message", "message_ids": ids, "message_type": first.type}
+        pushes = [Push(event, To(recipients))]
         if first.type == "stream":
             event.update(stream_id=first.stream_id, topic=first.topic)
-        return {}, [Push(event, To(recipients))]
+            channel = self.channels.get(first.stream_id)
+            if channel is not None and channel["first_message_id"] in ids:
+                pushes += self._first_message_changed(channel)
+        return {}, pushes
 
     def move_messages(self, data):
         """update_message moving stream messages of one channel and topic to another topic
         and/or channel (propagate_mode change_all) [everyone who received them, each with
-        their own flags].  Who received a message does not change with a move."""
+        their own flags], then stream update first_message_id for a channel whose oldest
+        message changed.  Who received a message does not change with a move."""
         messages = self._messages(data)
         first = messages[0]
         if any(m.type != "stream" or m.stream_id != first.stream_id
@@ -724,8 +795,14 @@ class World:
             if new_stream:
                 m.stream_id = stream_id
         head = self.messages[ids[0]]
-        return {}, [Push(event, To(recipients),
-                         lambda q, e: dict(e, flags=head.user_flags(q.owner["user_id"])))]
+        pushes = [Push(event, To(recipients),
+                       lambda q, e: dict(e, flags=head.user_flags(q.owner["user_id"])))]
+        if new_stream:
+            # the oldest message of either channel may have moved: stream update first_message_id
+            for channel in (old_channel, self.channels[stream_id]):
+                if channel is not None:
+                    pushes += self._first_message_changed(channel)
+        return {}, pushes
 
     def unread_msgs(self, user_id):
         """register's unread_msgs: lists sorted by their key, ids ascending."""
