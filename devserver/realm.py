@@ -1,8 +1,10 @@
-"""The dev server's Zulip model: the realm's users and channels, event queues, and the
-behaviour of the API endpoints (register, events, messages, users/me), behind one lock.
+"""The dev server's Zulip server: event queues and the behaviour of the API endpoints
+(register, events, messages, users/me), behind one lock, over the realm model of world.py
+(users, channels, messages and the rest), which register reads and actions change.
 
 The HTTP layer (httpd.py) parses requests and calls in here; the /test/ control endpoints
-(control.py) change and inspect this state.  Standard library only.
+(control.py) change and inspect this state (POST /test/action runs a model action and
+delivers its events with deliver_locked).  Standard library only.
 """
 
 import base64
