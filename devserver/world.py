@@ -756,7 +756,8 @@ class World:
         """update_message moving stream messages of one channel and topic to another topic
         and/or channel (propagate_mode change_all) [everyone who received them, each with
         their own flags], then stream update first_message_id for a channel whose oldest
-        message changed.  Who received a message does not change with a move."""
+        message changed.  Who received a message does not change with a move.  A move to where
+        the messages already are is no change: success, no events."""
         messages = self._messages(data)
         first = messages[0]
         if any(m.type != "stream" or m.stream_id != first.stream_id
@@ -773,9 +774,9 @@ class World:
             self.channel(stream_id)
         new_topic = topic is not None and topic != first.topic
         new_stream = stream_id is not None and stream_id != first.stream_id
-        if not (new_topic or new_stream):
-            raise ActionError("topic or stream_id must change")
         ids = sorted({m.id for m in messages})
+        if not (new_topic or new_stream):
+            return {"moved": []}, []   # nothing changes, nothing is sent
         acting = _arg(data, "user_id", int, BOT_OWNER_ID)
         event = {"type": "update_message", "user_id": acting, "edit_timestamp": int(time.time()),
                  "message_id": ids[0], "message_ids": ids, "stream_id": first.stream_id,
@@ -802,7 +803,7 @@ class World:
             for channel in (old_channel, self.channels[stream_id]):
                 if channel is not None:
                     pushes += self._first_message_changed(channel)
-        return {}, pushes
+        return {"moved": ids}, pushes
 
     def unread_msgs(self, user_id):
         """register's unread_msgs: lists sorted by their key, ids ascending."""
@@ -858,18 +859,6 @@ class World:
                 raise ActionError(f"group {name} exists")
         return name
 
-    def _reaches(self, group_id, target_id):
-        """Whether target is group_id or one of its subgroups, however deep."""
-        seen, todo = set(), [group_id]
-        while todo:
-            gid = todo.pop()
-            if gid == target_id:
-                return True
-            if gid not in seen:
-                seen.add(gid)
-                todo.extend(self.groups[gid]["direct_subgroup_ids"])
-        return False
-
     def create_group(self, data):
         """user_group add [everyone].  can_mention_group is 0: no system groups are modelled."""
         name = self._check_group_name(_arg(data, "name", str))
@@ -905,16 +894,19 @@ class World:
         ids = {self.user(u, "user_ids")["user_id"] for u in _arg(data, "user_ids", list)}
         changed = sorted(ids - group["members"] if add else ids & group["members"])
         if not changed:
-            raise ActionError("no membership changes")
+            return {"user_ids": []}, []   # nothing changes, nothing is sent
         if add:
             group["members"] |= set(changed)
         else:
             group["members"] -= set(changed)
         op = "add_members" if add else "remove_members"
-        return {}, [Push({"type": "user_group", "op": op, "group_id": group["id"],
-                          "user_ids": changed}, EVERYONE)]
+        return {"user_ids": changed}, [Push({"type": "user_group", "op": op,
+                                             "group_id": group["id"], "user_ids": changed},
+                                            EVERYONE)]
 
     def add_group_members(self, data):
+        """user_group add_members with the ids that were not members yet [everyone]; none of
+        them new: success, no event (and the same for the other membership actions)."""
         return self._members(data, True)
 
     def remove_group_members(self, data):
@@ -923,37 +915,46 @@ class World:
     def _subgroups(self, data, add):
         group = self.group(_arg(data, "group_id", int))
         ids = {self.group(g, "subgroup_ids")["id"] for g in _arg(data, "subgroup_ids", list)}
+        if group["id"] in ids:
+            raise ActionError("a group cannot be its own subgroup")
         current = group["direct_subgroup_ids"]
         changed = sorted(ids - current if add else ids & current)
         if not changed:
-            raise ActionError("no subgroup changes")
+            return {"subgroup_ids": []}, []   # nothing changes, nothing is sent
         if add:
-            for gid in changed:
-                if self._reaches(gid, group["id"]):
-                    raise ActionError(f"group {gid} would make a cycle")
             current |= set(changed)
         else:
             current -= set(changed)
         op = "add_subgroups" if add else "remove_subgroups"
-        return {}, [Push({"type": "user_group", "op": op, "group_id": group["id"],
-                          "direct_subgroup_ids": changed}, EVERYONE)]
+        return {"subgroup_ids": changed}, [Push({"type": "user_group", "op": op,
+                                                 "group_id": group["id"],
+                                                 "direct_subgroup_ids": changed}, EVERYONE)]
 
     def add_subgroups(self, data):
+        """user_group add_subgroups with the new ones [everyone].  Only a group as its own
+        subgroup is refused: the model never expands memberships through subgroups, so a
+        longer cycle harms nothing (the real server refuses it)."""
         return self._subgroups(data, True)
 
     def remove_subgroups(self, data):
         return self._subgroups(data, False)
 
     def delete_group(self, data):
-        """user_group remove [everyone].  A group that is another's subgroup cannot be deleted
-        (the real apply_event does not take it out of other groups' direct_subgroup_ids)."""
+        """user_group remove [everyone].  A group that is another's subgroup is first taken
+        out of it with remove_subgroups (apply_event's remove does not touch other groups'
+        direct_subgroup_ids), one event per parent, in id order."""
         group = self.group(_arg(data, "group_id", int))
+        gid = group["id"]
+        pushes = []
         for other in self.groups.values():
-            if group["id"] in other["direct_subgroup_ids"]:
-                raise ActionError(f"group {group['id']} is a subgroup of {other['id']}")
-        del self.groups[group["id"]]
-        return {}, [Push({"type": "user_group", "op": "remove", "group_id": group["id"]},
-                         EVERYONE)]
+            if gid in other["direct_subgroup_ids"]:
+                other["direct_subgroup_ids"].discard(gid)
+                pushes.append(Push({"type": "user_group", "op": "remove_subgroups",
+                                    "group_id": other["id"], "direct_subgroup_ids": [gid]},
+                                   EVERYONE))
+        del self.groups[gid]
+        pushes.append(Push({"type": "user_group", "op": "remove", "group_id": gid}, EVERYONE))
+        return {}, pushes
 
     # -- realm and user settings --------------------------------------------------
 
@@ -1044,7 +1045,7 @@ class World:
             raise ActionError("a user cannot mute themself")
         muted = self.muted.setdefault(uid, {})
         if (other in muted) == mute:
-            raise ActionError(f"user {other} is {'already' if mute else 'not'} muted")
+            return {}, []   # already so: nothing changes, nothing is sent
         if mute:
             muted[other] = int(time.time())
         else:
@@ -1053,7 +1054,8 @@ class World:
                          To([uid]))]
 
     def mute_user(self, data):
-        """muted_users with the whole new list, oldest first [that user]."""
+        """muted_users with the whole new list, oldest first [that user].  Muting a muted user
+        (or unmuting one who is not) changes nothing and sends nothing."""
         return self._mute(data, True)
 
     def unmute_user(self, data):
