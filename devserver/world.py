@@ -338,11 +338,15 @@ class World:
         return found
 
     def create_user(self, data):
-        """realm_user add [everyone]; a bot also realm_bot add [its owner, alice]."""
+        """realm_user add [everyone]; a bot also realm_bot add [its owner: owner_id, default
+        alice (11); any active user may own bots here]."""
         full_name = _arg(data, "full_name", str).strip()
         if not full_name:
             raise ActionError("full_name must not be empty")
         is_bot = _arg(data, "is_bot", bool, False)
+        owner = self.user(_arg(data, "owner_id", int, BOT_OWNER_ID), "owner_id")
+        if not owner["is_active"]:
+            raise ActionError(f"owner {owner['user_id']} is deactivated")
         uid = self.next_user_id
         email = _arg(data, "email", str, f"{'bot' if is_bot else 'user'}-{uid}@example.com")
         if email.lower() in self.user_by_email:
@@ -352,13 +356,14 @@ class World:
                 "api_key": api_key_for(uid), "is_bot": is_bot, "is_active": True,
                 "role": ROLE_MEMBER, "timezone": "",
                 "date_joined": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                "bot_type": 1 if is_bot else None, "bot_owner_id": BOT_OWNER_ID if is_bot else None}
+                "bot_type": 1 if is_bot else None,
+                "bot_owner_id": owner["user_id"] if is_bot else None}
         self._add_user(user)
         pushes = [Push({"type": "realm_user", "op": "add"}, EVERYONE,
                        lambda q, e: dict(e, person=self.user_dict(user, q.client_gravatar)))]
         if is_bot:
             pushes.append(Push({"type": "realm_bot", "op": "add", "bot": self.bot_dict(user)},
-                               To([BOT_OWNER_ID])))
+                               To([owner["user_id"]])))
         return {"user_id": uid, "email": email, "api_key": user["api_key"]}, pushes
 
     def update_user(self, data):

@@ -87,6 +87,11 @@ describe("dev server realm model (POST /test/action)", function()
       assert.equals(11, events[2].bot.owner_id)
       assert.is_not_nil(find(register("alice").realm_bots, "user_id", made.user_id))
       assert.is_nil(find(register("bot").realm_bots, "user_id", made.user_id))
+      -- owner_id gives the bot another owner, who alone gets realm_bot
+      local own = action("create_user", { full_name = "Mine", is_bot = true, owner_id = 10 })
+      assert.same({ "realm_user/add", "realm_bot/add" }, kinds(bot.take()))
+      assert.same({ "realm_user/add" }, kinds(alice.take()))
+      assert.equals(10, find(register("bot").realm_bots, "user_id", own.user_id).owner_id)
       -- a created user has an API key and can register
       local me = register({ email = made.email, api_key = made.api_key })
       assert.is_string(me.queue_id)
