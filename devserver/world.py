@@ -17,7 +17,12 @@ import time
 
 ROLE_OWNER, ROLE_ADMIN, ROLE_MODERATOR, ROLE_MEMBER, ROLE_GUEST = 100, 200, 300, 400, 600
 ROLES = (ROLE_OWNER, ROLE_ADMIN, ROLE_MODERATOR, ROLE_MEMBER, ROLE_GUEST)
-BOT_OWNER_ID = 11          # alice owns every bot
+BOT_OWNER_ID = 11          # alice owns the builtin bot and, by default, created ones
+# first_message_id of the builtin and synthetic channels: they have history from before the
+# server started (older than any message it stores), so sending, deleting and moving messages
+# never change it and existing queues see no stream update for it.  New channels start with
+# none (null) and get stream update first_message_id events.
+HISTORY = 0
 DEFAULT_COLOR = "#76ce90"
 DATE_JOINED = "2024-01-01T00:00:00+00:00"
 CHANNEL_CREATED = 1704067200
@@ -267,11 +272,13 @@ class World:
         self.channel_by_id = self.channels
         self.channel_by_name = {}
         for c in builtin_channels:
-            self._add_channel(c["stream_id"], c["name"], "", False, Subscribers(c["subscribers"]))
+            self._add_channel(c["stream_id"], c["name"], "", False, Subscribers(c["subscribers"]),
+                              HISTORY)
         shared = (10, 11, *extra_ids)
         shared_set = frozenset(shared)
         for j in range(1, extra_channels + 1):
-            self._add_channel(1000 + j, f"Channel {j}", "", False, Subscribers(shared, shared_set))
+            self._add_channel(1000 + j, f"Channel {j}", "", False, Subscribers(shared, shared_set),
+                              HISTORY)
         self.next_stream_id = max(self.channels) + 1
         self.sub_props = {}            # (user id, stream id) -> {property: value} set by the user
         self.unsubscribed = {}         # user id -> {stream ids} once subscribed, now not
@@ -442,11 +449,14 @@ class World:
 
     # -- channels ---------------------------------------------------------------
 
-    def _add_channel(self, stream_id, name, description, invite_only, subscribers):
+    def _add_channel(self, stream_id, name, description, invite_only, subscribers,
+                     history=None):
+        """`history` is the first_message_id of messages from before the server started (the
+        builtin and synthetic channels have some: HISTORY), or None for a new channel."""
         channel = {"stream_id": stream_id, "name": name, "description": description,
                    "invite_only": invite_only, "is_archived": False,
-                   "date_created": CHANNEL_CREATED, "first_message_id": None,
-                   "subscribers": subscribers}
+                   "date_created": CHANNEL_CREATED, "history": history,
+                   "first_message_id": history, "subscribers": subscribers}
         self.channels[stream_id] = channel
         self.channel_by_name[name.lower()] = channel
         return channel
@@ -650,20 +660,24 @@ class World:
     # -- messages ---------------------------------------------------------------
 
     def add_message(self, message, channel=None):
-        """Stores a sent message; returns the pushes it causes besides the message event: a
-        channel's first message sets its first_message_id, which everyone who sees the channel
-        hears of as stream update (level 256 sends it when the oldest message changes)."""
+        """Stores a sent message; returns the pushes it causes besides the message event: the
+        first message of a new channel sets its first_message_id, which everyone who sees the
+        channel hears of as stream update (level 256 sends it when the oldest message
+        changes)."""
         self.messages[message.id] = message
         if channel is not None and channel["first_message_id"] is None:
             return self._first_message_changed(channel)
         return []
 
     def _first_message_changed(self, channel):
-        """Recomputes first_message_id (the oldest stored message in the channel); returns the
-        stream update push when it changed."""
+        """Recomputes first_message_id (the oldest stored message in the channel, or its
+        history from before the server started); returns the stream update push when it
+        changed."""
         sid = channel["stream_id"]
         first = min((m.id for m in self.messages.values()
                      if m.type == "stream" and m.stream_id == sid), default=None)
+        if channel["history"] is not None:
+            first = channel["history"] if first is None else min(first, channel["history"])
         if first == channel["first_message_id"]:
             return []
         channel["first_message_id"] = first

@@ -322,17 +322,12 @@ describe("dev server realm model (POST /test/action)", function()
       local m5 = action("send", { sender_id = 11, type = "stream", stream_id = 2, topic = "t",
                                   content = "not for the bot", mention_user_ids = { 10 } }).message_id
       local events = bot.take()
-      -- a channel's first message is also a stream update of first_message_id, to all who see it
-      assert.same({ "message", "stream/update", "message", "message", "message", "stream/update" }, kinds(events))
+      assert.same({ "message", "message", "message", "message" }, kinds(events))
       assert.same({ "mentioned" }, events[1].flags)
-      assert.same({ 1, "first_message_id", m1 }, { events[2].stream_id, events[2].property, events[2].value })
-      assert.same({}, events[3].flags)
-      assert.same({ "read" }, events[5].flags)
-      assert.same({ 2, m5 }, { events[6].stream_id, events[6].value })
-      local streams = register().streams
-      assert.equals(m1, find(streams, "stream_id", 1).first_message_id)
-      assert.equals(m5, find(streams, "stream_id", 2).first_message_id)
-      assert.equals(cjson.null, find(streams, "stream_id", 3).first_message_id)
+      assert.same({}, events[2].flags)
+      assert.same({ "read" }, events[4].flags)
+      -- the builtin channels' history is older than any message: first_message_id stays 0
+      assert.equals(0, find(register().streams, "stream_id", 1).first_message_id)
       local u = unread("bot")
       assert.equals(3, u.count)
       assert.same({ { stream_id = 1, topic = "t", unread_message_ids = { m1 } } }, u.streams)
@@ -350,6 +345,28 @@ describe("dev server realm model (POST /test/action)", function()
       action("mark_unread", { user_id = 10, message_ids = { m4 } })
       assert.same({ other_user_id = 10, sender_id = 10, unread_message_ids = { m4 } }, find(unread("bot").pms,
                                                                                             "other_user_id", 10))
+    end)
+
+    it("a new channel's first_message_id: stream update when its oldest message changes", function()
+      local sid = action("create_channel", { name = "Fresh" }).stream_id
+      local bot = watch("bot")   -- not subscribed: no messages, yet it sees the channel
+      local a = post(sid, "t", "1")
+      local b = post(sid, "t", "2")
+      local events = bot.take()
+      assert.same({ "stream/update" }, kinds(events))
+      assert.same({ sid, "Fresh", "first_message_id", a },
+                  { events[1].stream_id, events[1].name, events[1].property, events[1].value })
+      assert.equals(a, find(register().never_subscribed, "stream_id", sid).first_message_id)
+      action("delete_message", { message_ids = { a } })
+      events = bot.take()   -- the bot received neither message: no delete_message
+      assert.same({ "stream/update" }, kinds(events))
+      assert.same({ sid, b }, { events[1].stream_id, events[1].value })
+      action("move_messages", { message_ids = { b }, stream_id = 1 })
+      events = bot.take()
+      assert.same({ "stream/update" }, kinds(events))   -- Denmark's history is older: no change there
+      assert.same({ sid, cjson.null }, { events[1].stream_id, events[1].value })
+      assert.equals(cjson.null, find(register().streams, "stream_id", sid).first_message_id)
+      assert.equals(0, find(register().streams, "stream_id", 1).first_message_id)
     end)
 
     it("mark_read / mark_unread: update_message_flags with the ids that changed", function()
@@ -389,9 +406,8 @@ describe("dev server realm model (POST /test/action)", function()
       local bot = watch("bot")
       action("delete_message", { message_ids = { b, a } })
       local events = bot.take()
-      assert.same({ "delete_message", "stream/update" }, kinds(events))
+      assert.same({ "delete_message" }, kinds(events))
       assert.same({ a, b }, events[1].message_ids)
-      assert.same({ "first_message_id", cjson.null }, { events[2].property, events[2].value })
       assert.same({ "stream", 1, "t" }, { events[1].message_type, events[1].stream_id, events[1].topic })
       action("delete_message", { message_ids = { dm } })
       events = bot.take()
@@ -408,9 +424,7 @@ describe("dev server realm model (POST /test/action)", function()
       local bot = watch("bot")
       action("move_messages", { message_ids = { b, a }, topic = "new", stream_id = 3 })
       local events = bot.take()
-      assert.same({ "update_message", "stream/update", "stream/update" }, kinds(events))
-      assert.same({ 1, cjson.null }, { events[2].stream_id, events[2].value })
-      assert.same({ 3, a }, { events[3].stream_id, events[3].value })
+      assert.same({ "update_message" }, kinds(events))
       local e = events[1]
       assert.same({ a, b }, e.message_ids)
       assert.equals(a, e.message_id)
