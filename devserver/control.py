@@ -12,8 +12,9 @@ import json
 import random
 from urllib.parse import parse_qsl
 
-from realm import ApiError, Directory, bad_request, success
+from realm import BUILTIN_CHANNELS, BUILTIN_USERS, ApiError, bad_request, success
 from schedule import Scheduler
+from world import ACTIONS, ActionError, World
 
 REQUEST_LOG_SIZE = 500
 
@@ -114,7 +115,9 @@ class Control:
                 config[key] = validate_config(key, value)
             self.realm.config = config
             if "extra_users" in data or "extra_channels" in data:
-                self.realm.directory = Directory(config["extra_users"], config["extra_channels"])
+                # A new world: the synthetic users and channels, and no earlier actions.
+                self.realm.world = World(BUILTIN_USERS, BUILTIN_CHANNELS,
+                                         config["extra_users"], config["extra_channels"])
         self.realm.gc_kick.set()   # a new gc_interval takes effect now, not after the old one
         return success({"config": config}), None
 
@@ -186,7 +189,7 @@ class Control:
         count = data.get("count", 1)
         if type(count) is not int or count < 0:
             raise bad_request("count must be a non-negative integer")
-        sender = self.realm.directory.user_by_email.get(str(data.get("sender", "alice@example.com")).lower())
+        sender = self.realm.world.user_by_email.get(str(data.get("sender", "alice@example.com")).lower())
         if sender is None:
             raise bad_request("unknown sender")
         to = data.get("to", "Denmark")
@@ -198,6 +201,50 @@ class Control:
                for i in range(1, count + 1)]
         return success({"count": count, "first_id": ids[0] if ids else None,
                         "last_id": ids[-1] if ids else None}), None
+
+    def ctl_action(self, data):
+        """POST /test/action {"action": NAME, ...}: one change to the realm model, its events
+        pushed to the queues of the real recipients (world.py has every action)."""
+        name = data.get("action")
+        try:
+            if name == "send":
+                return success({"message_id": self._send_action(data)}), None
+            if name not in ACTIONS:
+                raise ActionError(f"unknown action {name!r}; known: send, {', '.join(ACTIONS)}")
+            return success(self.realm.run_action(name, data)), None
+        except ActionError as exc:
+            raise bad_request(str(exc)) from None
+
+    def _send_action(self, data):
+        """send {sender_id, type: "stream"|"private", stream_id | to: [user ids], topic,
+        content, mention_user_ids?}: the message path of POST /messages."""
+        sender = self.realm.world.user_by_id.get(data.get("sender_id"))
+        if sender is None or type(data.get("sender_id")) is not int:
+            raise ActionError("sender_id: no such user")
+        if not sender["is_active"]:
+            raise ActionError(f"sender {sender['user_id']} is deactivated")
+        msg_type = data.get("type", "stream")
+        if msg_type == "stream":
+            if type(data.get("stream_id")) is not int:
+                raise ActionError("stream_id (an integer) is required")
+            to = json.dumps(data["stream_id"])
+        elif msg_type == "private":
+            to_ids = data.get("to")
+            if not isinstance(to_ids, list) or not to_ids \
+                    or not all(type(u) is int for u in to_ids):
+                raise ActionError("to (a non-empty list of user ids) is required")
+            to = json.dumps(to_ids)
+        else:
+            raise ActionError('type must be "stream" or "private"')
+        content = data.get("content", "")
+        topic = data.get("topic")
+        mentions = data.get("mention_user_ids", [])
+        if not isinstance(content, str) or (topic is not None and not isinstance(topic, str)):
+            raise ActionError("content and topic are strings")
+        if not isinstance(mentions, list) or not all(type(u) is int for u in mentions):
+            raise ActionError("mention_user_ids is not a list of integers")
+        return self.realm.send_message(sender, msg_type, to, topic, content,
+                                       mention_ids=mentions)
 
     def ctl_schedule(self, data):
         return success({"schedule_id": self.scheduler.schedule(data)}), None
@@ -235,6 +282,7 @@ CONTROL_ROUTES = {
     "/test/event": Control.ctl_event,
     "/test/messages": Control.ctl_messages,
     "/test/schedule": Control.ctl_schedule,
+    "/test/action": Control.ctl_action,
     "/test/stats": Control.ctl_stats,
     "/test/requests": Control.ctl_requests,
     "/test/queues": Control.ctl_queues,

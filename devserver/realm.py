@@ -1,13 +1,14 @@
-"""The dev server's Zulip model: the realm's users and channels, event queues, and the
-behaviour of the API endpoints (register, events, messages, users/me), behind one lock.
+"""The dev server's Zulip server: event queues and the behaviour of the API endpoints
+(register, events, messages, users/me), behind one lock, over the realm model of world.py
+(users, channels, messages and the rest), which register reads and actions change.
 
 The HTTP layer (httpd.py) parses requests and calls in here; the /test/ control endpoints
-(control.py) change and inspect this state.  Standard library only.
+(control.py) change and inspect this state (POST /test/action runs a model action and
+delivers its events with deliver_locked).  Standard library only.
 """
 
 import base64
 import collections
-import hashlib
 import html
 import json
 import re
@@ -16,11 +17,12 @@ import threading
 import time
 import uuid
 
+from world import Message, World, gravatar_url
+
 ZULIP_VERSION = "11.0-dev+lua-zulip-devserver"
 ZULIP_MERGE_BASE = "11.0-dev"
 ZULIP_FEATURE_LEVEL = 481
 MESSAGE_CLIENT = "lua-zulip-devserver"
-REALM_NAME = "lua-zulip dev realm"
 MAX_QUEUE_LIFESPAN_SECS = 7 * 24 * 3600
 # register's idle_queue_timeout (level 481): seconds, or "mobile"; at most a week
 MOBILE_IDLE_QUEUE_TIMEOUT_SECS = 12 * 3600
@@ -74,11 +76,6 @@ RESOLVED_TOPIC_PREFIX = "\u2714 "
 def dump_json(obj):
     """Serialise like orjson does for Zulip: compact, UTF-8, trailing newline."""
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def gravatar_url(email):
-    digest = hashlib.md5(email.lower().encode("utf-8")).hexdigest()
-    return f"https://secure.gravatar.com/avatar/{digest}?d=identicon&version=1"
 
 
 class Reply:
@@ -247,66 +244,6 @@ class Params:
 
 
 # ---------------------------------------------------------------------------
-# Realm data
-
-
-class Directory:
-    """The realm's users and channels.  Immutable; /test/config swaps in a new
-    one when it adds synthetic users or channels (for large register replies)."""
-
-    def __init__(self, extra_users=0, extra_channels=0):
-        users = [dict(u) for u in BUILTIN_USERS]
-        extra_ids = []
-        for i in range(1, extra_users + 1):
-            extra_ids.append(1000 + i)
-            users.append({"user_id": 1000 + i, "email": f"user{i}@example.com",
-                          "full_name": f"Synthetic User {i}", "api_key": None,
-                          "is_bot": False, "is_active": True})
-        channels = [dict(c) for c in BUILTIN_CHANNELS]
-        for j in range(1, extra_channels + 1):
-            channels.append({"stream_id": 1000 + j, "name": f"Channel {j}",
-                             "subscribers": (10, 11, *extra_ids)})
-        self.users = users
-        self.user_by_id = {u["user_id"]: u for u in users}
-        self.user_by_email = {u["email"].lower(): u for u in users}
-        self.user_by_key = {u["api_key"]: u for u in users if u["api_key"]}
-        self.channels = channels
-        self.channel_by_id = {c["stream_id"]: c for c in channels}
-        self.channel_by_name = {c["name"].lower(): c for c in channels}
-
-    def user_dict(self, user, client_gravatar):
-        d = {
-            "user_id": user["user_id"], "email": user["email"], "full_name": user["full_name"],
-            "is_bot": user["is_bot"], "is_active": user["is_active"], "is_admin": False,
-            "is_owner": False, "is_guest": False, "role": 400,
-            "avatar_url": None if client_gravatar else gravatar_url(user["email"]),
-            "avatar_version": 1, "timezone": "", "date_joined": "2024-01-01T00:00:00+00:00",
-            "delivery_email": None,
-        }
-        if user["is_bot"]:
-            d.update(bot_type=1, bot_owner_id=11)
-        else:
-            d["profile_data"] = {}
-        return d
-
-    def channel_dict(self, channel, include_subscribers):
-        d = {
-            "stream_id": channel["stream_id"], "name": channel["name"],
-            "description": "", "rendered_description": "", "invite_only": False,
-            "is_web_public": False, "is_archived": False, "history_public_to_subscribers": True,
-            "date_created": 1704067200, "first_message_id": None,
-            "message_retention_days": None, "stream_post_policy": 1,
-        }
-        if include_subscribers == "partial":
-            # Zulip sends a partial list for large channels; here always: the bots among them
-            d["partial_subscribers"] = [uid for uid in channel["subscribers"]
-                                        if self.user_by_id[uid]["is_bot"]]
-        elif include_subscribers:
-            d["subscribers"] = list(channel["subscribers"])
-        return d
-
-
-# ---------------------------------------------------------------------------
 # Event queues
 
 
@@ -452,7 +389,7 @@ class Realm:
         for queue in list(self.queues.values()):
             self.remove_queue_locked(queue)
         self.config = dict(self.defaults)
-        self.directory = Directory()
+        self.world = World(BUILTIN_USERS, BUILTIN_CHANNELS)
         self.rate_buckets = {}
         self.dm_recipient_ids = {}
 
@@ -493,6 +430,25 @@ class Realm:
         if events:
             self._finish_waiter_locked(queue)
 
+    def deliver_locked(self, pushes):
+        """Hands the model's events (world.Push) to every queue whose owner is among the
+        recipients and whose filters take the event, in order."""
+        for push in pushes:
+            for queue in list(self.queues.values()):
+                if not push.to.has(queue.owner["user_id"]):
+                    continue
+                event = push.per_queue(queue, push.event) if push.per_queue else push.event
+                if queue.accepts(event):
+                    self.push_locked(queue, [event])
+
+    def run_action(self, name, data):
+        """POST /test/action: one model action under the lock, its events delivered.
+        Returns the action's reply data; raises world.ActionError on bad arguments."""
+        with self.lock:
+            reply, pushes = getattr(self.world, name)(data)
+            self.deliver_locked(pushes)
+        return reply
+
     def _access_queue_locked(self, queue_id, user):
         queue = self.queues.get(queue_id)
         if queue is None or queue.owner["user_id"] != user["user_id"]:
@@ -522,7 +478,7 @@ class Realm:
         email, api_key = email.strip(), api_key.strip()
         if not API_KEY_RE.match(api_key):
             raise unauthorized("Malformed API key")
-        user = self.directory.user_by_key.get(api_key)
+        user = self.world.user_by_key.get(api_key)
         if user is None or user["email"].lower() != email.lower():
             raise unauthorized("Invalid API key")
         if not user["is_active"]:
@@ -584,47 +540,29 @@ class Realm:
                 # it stays queued and register's last_event_id points at it.
                 self.push_locked(queue, [{"type": "heartbeat"}])
                 last_event_id = queue.next_event_id - 1
-            max_message_id = self.next_message_id - 1 if self.next_message_id > 1 else -1
+            max_message_id = self.world.max_message_id(user["user_id"])
             idle_timeout_secs = queue.timeout(self.config["queue_timeout"])
-            directory = self.directory
             longpoll_timeout = self.config["longpoll_timeout_seconds"]
+            wanted = fetch_event_types if fetch_event_types is not None else event_types
 
-        wanted = fetch_event_types if fetch_event_types is not None else event_types
+            def want(event_type):
+                return wanted is None or event_type in wanted
+
+            # Built under the lock from the live model: an action after this is in the queue.
+            model_state = self.world.state(user, want, include_subscribers, client_gravatar)
+
         state = {"queue_id": queue.id, "zulip_version": ZULIP_VERSION,
                  "zulip_feature_level": ZULIP_FEATURE_LEVEL,
                  "zulip_merge_base": ZULIP_MERGE_BASE, "last_event_id": last_event_id,
                  "idle_queue_timeout_secs": int(idle_timeout_secs)}
-
-        def want(event_type):
-            return wanted is None or event_type in wanted
-
         if want("realm"):
             if longpoll_timeout is not None:
                 state["event_queue_longpoll_timeout_seconds"] = longpoll_timeout
-            state.update(realm_name=REALM_NAME, realm_description="", realm_url=site,
-                         realm_uri=site, max_message_length=10000, max_topic_length=60,
-                         max_stream_name_length=60)
+            state.update(realm_url=site, realm_uri=site, max_message_length=10000,
+                         max_topic_length=60, max_stream_name_length=60)
         if want("message"):
             state["max_message_id"] = max_message_id
-        if want("realm_user"):
-            state["realm_users"] = [directory.user_dict(u, client_gravatar)
-                                    for u in directory.users if u["is_active"]]
-            state["realm_non_active_users"] = [directory.user_dict(u, client_gravatar)
-                                               for u in directory.users if not u["is_active"]]
-        if want("subscription"):
-            uid = user["user_id"]
-            state["subscriptions"] = [
-                dict(directory.channel_dict(c, include_subscribers), color="#76ce90",
-                     is_muted=False, pin_to_top=False, desktop_notifications=None,
-                     audible_notifications=None, push_notifications=None,
-                     email_notifications=None, wildcard_mentions_notify=None)
-                for c in directory.channels if uid in c["subscribers"]]
-            state["unsubscribed"] = []
-            state["never_subscribed"] = [directory.channel_dict(c, include_subscribers)
-                                         for c in directory.channels
-                                         if uid not in c["subscribers"]]
-        if want("stream"):
-            state["streams"] = [directory.channel_dict(c, False) for c in directory.channels]
+        state.update(model_state)
         return success(state, params.ignored())
 
     # -- GET /api/v1/events -----------------------------------------------------
@@ -733,7 +671,7 @@ class Realm:
                                        content, sender_queue_id, local_id)
         return success({"id": message_id}, params.ignored())
 
-    def _resolve_recipients(self, directory, msg_type, to):
+    def _resolve_recipients(self, world, msg_type, to):
         """Returns (channel, None) or (None, participants) for the raw 'to' value."""
         try:
             parsed = json.loads(to)
@@ -743,13 +681,13 @@ class Realm:
             if isinstance(parsed, list) and len(parsed) == 1:
                 parsed = parsed[0]
             if type(parsed) is int:
-                channel = directory.channel_by_id.get(parsed)
+                channel = world.channel_by_id.get(parsed)
                 if channel is None:
                     raise bad_request(f"Channel with ID '{parsed}' does not exist",
                                       code="STREAM_DOES_NOT_EXIST")
                 return channel, None
             name = parsed if isinstance(parsed, str) else to
-            channel = directory.channel_by_name.get(name.strip().lower())
+            channel = world.channel_by_name.get(name.strip().lower())
             if channel is None:
                 raise bad_request(f"Channel '{name}' does not exist",
                                   code="STREAM_DOES_NOT_EXIST", stream=name)
@@ -761,8 +699,8 @@ class Realm:
                 parsed = [parsed]
             users = []
             for item in parsed:
-                found = (directory.user_by_id.get(item) if type(item) is int
-                         else directory.user_by_email.get(str(item).strip().lower()))
+                found = (world.user_by_id.get(item) if type(item) is int
+                         else world.user_by_email.get(str(item).strip().lower()))
                 if found is None or not found["is_active"]:
                     raise bad_request(f"Invalid email '{item}'")
                 users.append(found)
@@ -772,13 +710,14 @@ class Realm:
         raise bad_request("Invalid message type")
 
     def send_message(self, sender, msg_type, to, topic, content, sender_queue_id=None,
-                     local_id=None):
-        """Store nothing, just fan a message event out to every queue that
-        should see it (Zulip's process_message_event).  Returns the id."""
+                     local_id=None, mention_ids=()):
+        """Store the message with each recipient's flags (the sender's "read", "mentioned" for
+        @**Full Name** and mention_ids) and fan a message event out to every queue that should
+        see it (Zulip's process_message_event).  Returns the id."""
         if not content.strip():
             raise bad_request("Message must not be empty")
         with self.lock:
-            channel, dm_users = self._resolve_recipients(self.directory, msg_type, to)
+            channel, dm_users = self._resolve_recipients(self.world, msg_type, to)
             if channel is not None:
                 if topic is None:
                     raise bad_request("Missing topic")
@@ -795,7 +734,7 @@ class Realm:
                 "is_me_message": content.startswith("/me "), "reactions": [], "submessages": [],
             }
             if channel is not None:
-                recipients = set(channel["subscribers"]) | {sender["user_id"]}
+                recipients = set(self.world.subscriber_ids(channel)) | {sender["user_id"]}
                 message.update(type="stream", display_recipient=channel["name"],
                                stream_id=channel["stream_id"], subject=topic,
                                recipient_id=100 + channel["stream_id"])
@@ -811,8 +750,19 @@ class Realm:
                                    {"id": u["user_id"], "email": u["email"],
                                     "full_name": u["full_name"], "is_mirror_dummy": False}
                                    for _, u in sorted(participants.items())])
-            mentioned = {u["user_id"] for u in self.directory.users
-                         if f"@**{u['full_name']}**" in content} if "@**" in content else set()
+            mentioned = self.world.mentioned_ids(content) | set(mention_ids)
+            stored = Message(message_id, sender["user_id"], message["type"],
+                             message.get("stream_id"), message["subject"], recipients,
+                             recipients if channel is None else ())
+            for uid in recipients:
+                flags = set()
+                if uid == sender["user_id"]:
+                    flags.add("read")
+                if uid in mentioned:
+                    flags.add("mentioned")
+                if flags:
+                    stored.flags[uid] = flags
+            later = self.world.add_message(stored, channel)
             rendered = {True: ("<p>" + html.escape(content, quote=False) + "</p>", "text/html"),
                         False: (content, "text/x-markdown")}
             avatar = gravatar_url(sender["email"])
@@ -840,6 +790,7 @@ class Realm:
                         and owner_id == sender["user_id"]:
                     event["local_message_id"] = local_id
                 self.push_locked(queue, [event])
+            self.deliver_locked(later)   # a channel's first message: stream update
         return message_id
 
     # -- GET /api/v1/users/me ---------------------------------------------------

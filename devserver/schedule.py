@@ -75,7 +75,7 @@ class Scheduler:
             self.active.clear()
 
     def _user(self, where, email):
-        user = self.realm.directory.user_by_email.get(str(email).lower())
+        user = self.realm.world.user_by_email.get(str(email).lower())
         if user is None or not user["api_key"]:
             raise bad_request(f"{where}: unknown user {email!r}")
         return user

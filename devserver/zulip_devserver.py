@@ -16,7 +16,8 @@ devserver/README.md.
 Standard library only.  Every waiting request sleeps on a Condition tied to
 the one state lock, so nothing busy-loops.
 
-The code is split by concern: realm.py (users, channels, queues and the API's behaviour),
+The code is split by concern: world.py (the realm model and its actions), realm.py (queues
+and the API's behaviour),
 control.py (the /test/ endpoints and the faults they arm), schedule.py (POST /test/schedule),
 httpd.py (HTTP: connections, TLS, gzip, faults on the wire); this file is the command line.
 """
