@@ -464,8 +464,11 @@ function Client:_loop_timeout(exact)
   local e = engine_of(self)
   local t = e:timeout(exact)
   for _, q in ipairs(e:queue_list()) do
-    local qt = q:_loop_timeout(exact)
-    if qt ~= nil and (t == nil or qt < t) then t = qt end
+    -- a queue used by hand (register, get_events) is not driven by client:step: it asks nothing
+    if not q:_state()._manual then
+      local qt = q:_loop_timeout(exact)
+      if qt ~= nil and (t == nil or qt < t) then t = qt end
+    end
   end
   return t
 end

@@ -604,13 +604,8 @@ end
 -- @local
 function Queue:_loop_timeout(exact)
   local st = state_of(self)
-  if st._out[st._pos] or st._fatal then return 0 end
-  -- a queue never used needs a step (its register); one used by hand (register, get_events)
-  -- waits for its owner, not for a loop, so it asks for no timer
-  if not st._auto then
-    if st._manual or st._failed then return nil end
-    return 0
-  end
+  -- not driven yet (never used, or used by hand): a step takes it over, so step now
+  if st._out[st._pos] or st._fatal or not st._auto then return 0 end
   if st._failed then return nil end
   local eng = st._eng
   if st._busy then return eng:timeout(exact) end
