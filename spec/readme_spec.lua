@@ -6,12 +6,13 @@ local devserver = require("spec.support.devserver")
 local util = require("spec.support.util")
 local socket = require("socket")
 
--- The first ```lua block after the heading "## A bot in ten lines".
-local function readme_bot()
+-- The first ```lua block after a heading of the README ("## A bot in ten lines" by default).
+local function readme_bot(heading)
+  heading = heading or "## A bot in ten lines"
   local readme = assert(util.read_file(util.root .. "/README.md"), "README.md not found")
-  local at = assert(readme:find("\n## A bot in ten lines\n", 1, true), "README.md has no '## A bot in ten lines'")
+  local at = assert(readme:find("\n" .. heading .. "\n", 1, true), "README.md has no '" .. heading .. "'")
   local code = readme:match("\n```lua\n(.-)\n```\n", at)
-  assert(code and code:find("zulip.client", 1, true), "no lua code block under '## A bot in ten lines'")
+  assert(code and code:find("zulip.client", 1, true), "no lua code block under '" .. heading .. "'")
   return code
 end
 
@@ -19,11 +20,12 @@ describe("the README's bot", function()
   local srv, dir, code
 
   -- Starts the bot with HOME=home (so zulip.client{} reads home/.zuliprc), bounded by
-  -- `timeout`; returns functions that read its stdout and stderr, and one that stops it.
-  local function start_bot(home)
-    local script = util.write_file(dir .. "/bot.lua", code)
+  -- `timeout`, its stdout line-buffered as on a terminal; returns functions that read its stdout
+  -- and stderr, and one that stops it.
+  local function start_bot(home, other_code)
+    local script = util.write_file(home .. "/bot.lua", other_code or code)
     local out, err, pid = home .. "/out", home .. "/err", home .. "/pid"
-    local cmd = ("cd %s && HOME=%s LUA_PATH=%s LUA_CPATH=%s sh -c 'echo $$ > %s; exec timeout -k 2 30 %s %s'"
+    local cmd = ("cd %s && HOME=%s LUA_PATH=%s LUA_CPATH=%s sh -c 'echo $$ > %s; exec stdbuf -oL timeout -k 2 30 %s %s'"
                  .. " </dev/null >%s 2>%s &"):format(
       util.shquote(home), util.shquote(home), util.shquote(package.path), util.shquote(package.cpath),
       util.shquote(pid), util.lua_bin(), util.shquote(script), util.shquote(out), util.shquote(err))
@@ -135,6 +137,36 @@ describe("the README's bot", function()
     assert.is_true(lines <= 2, "more than the first and the eleventh attempt were printed:\n" .. err_text)
     assert.is_nil(err_text:find(srv.users.bot.api_key, 1, true))
     assert.are.equal("", out_text)
+  end)
+
+  it("the keep_state example ('A state that stays current') prints who wrote and the unread counts", function()
+    srv:control("POST", "/test/reset", {})
+    local home = dir .. "/home3"
+    os.execute("mkdir -p " .. util.shquote(home))
+    write_zuliprc(home, srv.site)
+    local stdout, stderr, stop = start_bot(home, readme_bot("## A state that stays current"))
+    local ok, err = pcall(function()
+      local deadline = util.now() + 10
+      local queued = false
+      while not queued and util.now() < deadline do
+        for _, q in ipairs(srv:control("GET", "/test/queues").queues) do
+          if q.owner == srv.users.bot.email then queued = true end
+        end
+        if not queued then socket.sleep(0.05) end
+      end
+      assert.is_true(queued, "the example never registered a queue; its stderr:\n" .. stderr())
+      srv:control("POST", "/test/action", { action = "update_user", user_id = srv.users.alice.user_id,
+                                             full_name = "Alice Renamed" })
+      srv:send("alice", { type = "stream", to = "Denmark", topic = "state", content = "one" })
+      srv:send("alice", { type = "private", to = srv.users.bot.email, content = "two" })
+      deadline = util.now() + 10
+      while select(2, stdout():gsub("\n", "")) < 2 and util.now() < deadline do socket.sleep(0.05) end
+      assert.are.equal("Alice Renamed wrote (#Denmark: 1 unread; 1 unread in all)\n"
+                       .. "Alice Renamed wrote (DMs with them: 1 unread; 2 unread in all)\n", stdout(),
+                       "its stderr:\n" .. stderr())
+    end)
+    stop()
+    assert(ok, err)
   end)
 
   it("the default stderr line goes away when on_log is given", function()
