@@ -183,6 +183,9 @@ describe("the README's bot", function()
       for _ = 1, 200 do q:step(0.01); if #lines >= 12 then break end end
       io.write("seen ", #lines, "\n")
     ]]):format(port))
-    assert.matches("^seen 1[2-9]\n$", out)  -- stderr is part of out: nothing else was written
+    -- stderr is part of out: nothing else was written (a step may log more than one fast retry)
+    local seen = tonumber(out:match("^seen (%d+)\n$"))
+    assert.is_truthy(seen, out)
+    assert.is_true(seen >= 12, out)
   end)
 end)
