@@ -86,20 +86,21 @@ local function events(first_id)
 end
 
 -- The baseline: the same changes by scanning, as apply_event does it.
+local function scan_bucket(d, stream_id, topic)  -- a topic's unread bucket, made when missing
+  for _, b in ipairs(d.unread_msgs.streams) do
+    if b.stream_id == stream_id and b.topic == topic then return b end
+  end
+  local b = { stream_id = stream_id, topic = topic, unread_message_ids = {} }
+  table.insert(d.unread_msgs.streams, b)
+  return b
+end
+
 local function scan_apply(d, ev)
   local t = ev.type
   if t == "message" then
     local m = ev.message
     if m.id > d.max_message_id then d.max_message_id = m.id end
-    local found
-    for _, b in ipairs(d.unread_msgs.streams) do
-      if b.stream_id == m.stream_id and b.topic == m.subject then found = b break end
-    end
-    if not found then
-      found = { stream_id = m.stream_id, topic = m.subject, unread_message_ids = {} }
-      table.insert(d.unread_msgs.streams, found)
-    end
-    table.insert(found.unread_message_ids, m.id)
+    table.insert(scan_bucket(d, m.stream_id, m.subject).unread_message_ids, m.id)
     d.unread_msgs.count = d.unread_msgs.count + 1
   elseif t == "update_message_flags" then
     for _, id in ipairs(ev.messages) do
@@ -150,15 +151,7 @@ local function scan_apply(d, ev)
         if hit then
           table.remove(b.unread_message_ids, hit)
           if #b.unread_message_ids == 0 then table.remove(d.unread_msgs.streams, bi) end
-          local found
-          for _, c in ipairs(d.unread_msgs.streams) do
-            if c.stream_id == b.stream_id and c.topic == ev.subject then found = c break end
-          end
-          if not found then
-            found = { stream_id = b.stream_id, topic = ev.subject, unread_message_ids = {} }
-            table.insert(d.unread_msgs.streams, found)
-          end
-          table.insert(found.unread_message_ids, id)
+          table.insert(scan_bucket(d, b.stream_id, ev.subject).unread_message_ids, id)
           break
         end
       end

@@ -39,6 +39,19 @@ describe("the README's bot", function()
     return function() return util.read_file(out) or "" end, function() return util.read_file(err) or "" end, stop
   end
 
+  -- Waits (at most 10 s) until the child has registered a queue of the bot's.
+  local function wait_for_queue(stderr)
+    local deadline = util.now() + 10
+    local queued = false
+    while not queued and util.now() < deadline do
+      for _, q in ipairs(srv:control("GET", "/test/queues").queues) do
+        if q.owner == srv.users.bot.email then queued = true end
+      end
+      if not queued then socket.sleep(0.05) end
+    end
+    assert.is_true(queued, "the child never registered a queue; its stderr:\n" .. stderr())
+  end
+
   local function write_zuliprc(home, site)
     local bot = srv.users.bot
     util.write_file(home .. "/.zuliprc", ("[api]\nemail=%s\nkey=%s\nsite=%s\n"):format(bot.email, bot.api_key, site))
@@ -65,15 +78,8 @@ describe("the README's bot", function()
     assert(aq:register())
     local _, stderr, stop = start_bot(home)
     local ok, err = pcall(function()
-      local deadline = util.now() + 10
-      local queued = false
-      while not queued and util.now() < deadline do
-        for _, q in ipairs(srv:control("GET", "/test/queues").queues) do
-          if q.owner == srv.users.bot.email then queued = true end
-        end
-        if not queued then socket.sleep(0.05) end
-      end
-      assert.is_true(queued, "the README bot never registered a queue; its stderr:\n" .. stderr())
+      wait_for_queue(stderr)
+      local deadline
       local reply, status = srv:send("alice", { type = "private", to = srv.users.bot.email, content = "ping" })
       assert.are.equal(200, status, reply and reply.msg)
       reply, status = srv:send("alice", { type = "stream", to = "Denmark", topic = "readme", content = "ping" })
@@ -146,15 +152,8 @@ describe("the README's bot", function()
     write_zuliprc(home, srv.site)
     local stdout, stderr, stop = start_bot(home, readme_bot("## A state that stays current"))
     local ok, err = pcall(function()
-      local deadline = util.now() + 10
-      local queued = false
-      while not queued and util.now() < deadline do
-        for _, q in ipairs(srv:control("GET", "/test/queues").queues) do
-          if q.owner == srv.users.bot.email then queued = true end
-        end
-        if not queued then socket.sleep(0.05) end
-      end
-      assert.is_true(queued, "the example never registered a queue; its stderr:\n" .. stderr())
+      wait_for_queue(stderr)
+      local deadline
       srv:control("POST", "/test/action", { action = "update_user", user_id = srv.users.alice.user_id,
                                              full_name = "Alice Renamed" })
       srv:send("alice", { type = "stream", to = "Denmark", topic = "state", content = "one" })
