@@ -23,6 +23,7 @@ typedef struct zsess {
   char *email, *api_key;       /* the key is secret: never printed */
   char *userpwd_b64;           /* base64 of "email:key", only to scrub it from the trace */
   char *user_agent;
+  struct curl_slist *headers;  /* what every request sends: Authorization (secret), User-Agent, ... */
   char *cert_bundle, *client_cert, *client_key, *proxy;
   int insecure;
   int debug;                   /* collect curl's verbose trace (secrets scrubbed) per transfer */
@@ -79,7 +80,9 @@ struct zxfer {
 
 /* Sessions. */
 zsess *zsess_new(void);                         /* NULL when out of memory */
-void zsess_release(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
+void zsess_release(zsess *s);
+/* Makes s->headers from the credentials and the user agent; 0, or -1 when out of memory. */
+int zsess_headers(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
 int zsess_strset(char **slot, const char *value); /* copies value into *slot (wiping the old); 0 ok */
 
 /* Engines. zeng_new returns NULL with a reason in err. */

@@ -92,6 +92,7 @@ int zulip_session_new(lua_State *L) {
   failed |= s->userpwd_b64 == NULL;
   lua_pop(L, 1);
   failed |= zsess_strset(&s->user_agent, zulip_session_optstring(L, "user_agent", 0));
+  failed |= !failed && zsess_headers(s) != 0;
   failed |= zsess_strset(&s->cert_bundle, zulip_session_optstring(L, "cert_bundle", 0));
   failed |= zsess_strset(&s->client_cert, zulip_session_optstring(L, "client_cert", 0));
   failed |= zsess_strset(&s->client_key, zulip_session_optstring(L, "client_cert_key", 0));

@@ -119,7 +119,6 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   zsess *s = e->sess;
   zxfer *x;
   CURL *h;
-  static struct curl_slist no_expect = {(char *)"Expect:", NULL};  /* never wait for a 100 */
   if (e->closed) {
     snprintf(err, errlen, "the client is closed");
     return NULL;
@@ -157,13 +156,12 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 10L);
   curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);        /* share an HTTP/2 connection rather than open more */
-  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding this libcurl decodes */
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, &no_expect);
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* decode them (the header is one of s->headers) */
+  /* Authorization, User-Agent, Accept-Encoding, made once (zsess_headers); to the server only:
+   * a proxy's CONNECT gets none of them */
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, s->headers);
+  curl_easy_setopt(h, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
   curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_reply_bytes);  /* by Content-Length */
-  curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-  curl_easy_setopt(h, CURLOPT_USERNAME, s->email);
-  curl_easy_setopt(h, CURLOPT_PASSWORD, s->api_key);
-  if (s->user_agent) curl_easy_setopt(h, CURLOPT_USERAGENT, s->user_agent);
   if (s->cert_bundle) curl_easy_setopt(h, CURLOPT_CAINFO, s->cert_bundle);
   if (s->client_cert) curl_easy_setopt(h, CURLOPT_SSLCERT, s->client_cert);
   if (s->client_key) curl_easy_setopt(h, CURLOPT_SSLKEY, s->client_key);

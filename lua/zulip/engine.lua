@@ -36,6 +36,7 @@ function M.new(session, client)
     core = core.engine(session),
     client = client,
     log = client._log,
+    debug = client._debug,                  -- the debug option: transfers collect a trace
     queues = setmetatable({}, WEAK_KEYS),   -- open queues -> their number, for client:step's order
     nqueues = 0,
     todo = setmetatable({}, WEAK_KEYS),     -- queues that may have a request to start
@@ -84,6 +85,7 @@ end
 --- Hand the debug trace of a finished transfer to on_log, one line at a time.
 -- @local
 function Engine:flush_trace(x)
+  if not self.debug then return end  -- no trace is collected
   local trace = x:trace()
   if trace == nil then return end
   for line in trace:gmatch("[^\n]+") do
@@ -102,6 +104,7 @@ function Engine:next_timer()
 end
 
 local function fire_timers(self)
+  if next(self.timers) == nil then return end
   local t = now()
   for obj, due in pairs(self.timers) do
     if due <= t then
@@ -122,6 +125,8 @@ local function advance(self)
 end
 
 --- The alarm that makes the pollfd readable when the next pump is due for Lua's own reasons.
+-- Called even when none is wanted: setting the alarm also re-arms the core's timer for curl's own
+-- next deadline, which a transfer started since the last drive has moved (to now).
 -- @local
 function Engine:arm()
   if self.core:closed() then return end

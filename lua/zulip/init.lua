@@ -169,7 +169,7 @@ function zulip.client(opts)
     if not okb then error(e, 2) end
   end
   local c = setmetatable({ site = s.site, email = s.email, _timeout = timeout, insecure = s.insecure,
-                           longpoll_grace = grace, _session = session, _log = log,
+                           longpoll_grace = grace, _session = session, _log = log, _debug = opts.debug == true,
                            _backoff = opts.backoff }, Client)
   c._engine = engine.new(session, c)
   return c
