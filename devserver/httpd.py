@@ -77,8 +77,11 @@ class Handler(BaseHTTPRequestHandler):
         """Stands in for a forward proxy's tunnel: whatever host the client names, the tunnel
         leads back to this server, so the requests that follow are served here."""
         realm = self.server.realm
+        auth = self.headers.get("Authorization") or self.headers.get("Proxy-Authorization")
         self.server.control.record_request({"time": time.time(), "method": "CONNECT", "path": self.path, "query": "",
-                            "form": {}, "headers": {"User-Agent": self.headers.get("User-Agent")},
+                            "form": {}, "headers": {"User-Agent": self.headers.get("User-Agent"),
+                                                    # the scheme only, as for every request
+                                                    "Authorization": auth.split()[0] if auth and auth.split() else None},
                             "peer_port": self.client_address[1], "content_encoding": None,
                             "status": 200, "fault": None})
         realm.log(f"CONNECT {self.path} -> 200 (a tunnel back to this server)")

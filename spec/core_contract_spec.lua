@@ -599,7 +599,9 @@ describe("core contract", function()
       local log = srv:control("GET", "/test/requests?n=2").requests
       assert.are.equal("CONNECT", log[1].method)
       assert.are.equal("zulip.invalid:80", log[1].path)
+      assert.are.equal(zulip.null, log[1].headers.Authorization)  -- the proxy never sees the credentials
       assert.are.equal("/api/v1/users/me", log[2].path)
+      assert.are.equal("Basic", log[2].headers.Authorization)  -- the server, through the tunnel, does
     end)
 
     it("goes through a proxy from the environment (http_proxy) too, in a CONNECT tunnel", function()
