@@ -211,6 +211,37 @@ describe("a hostile server", function()
       assert.are.equal(302, err.http_status)
     end)
   end)
+
+  describe("that replays events", function()
+    local function events_reply(ids)
+      local evs = {}
+      for i, id in ipairs(ids) do evs[i] = ('{"type":"heartbeat","id":%d}'):format(id) end
+      return json_reply('{"result":"success","msg":"","events":[' .. table.concat(evs, ",") .. "]}")
+    end
+
+    it("hands out each event id once, in order, however a reply mixes old, repeated and new ones", function()
+      local q = new_client():queue{ event_types = { "message" } }
+      assert(q:register())
+      local last = q.last_event_id
+      raw(events_reply{ last + 1, last + 2 }, "/api/v1/events")  -- nothing to drop
+      local got = assert(q:get_events())
+      assert.are.same({ last + 1, last + 2 }, { got[1].id, got[2].id, got[3] })
+      last = last + 2
+      raw(events_reply{ last - 1, last, last + 1, last + 1, last + 3, last + 2 }, "/api/v1/events")
+      got = assert(q:get_events())
+      local ids = {}
+      for i, ev in ipairs(got) do ids[i] = ev.id end
+      assert.are.same({ last + 1, last + 3 }, ids)
+      assert.are.equal(last + 3, q.last_event_id)
+      last = last + 3
+      raw(events_reply{ last + 1, last + 1, last + 2 }, "/api/v1/events")  -- new, then a repeat
+      got = assert(q:get_events())
+      assert.are.same({ last + 1, last + 2 }, { got[1].id, got[2].id, got[3] })
+      raw(events_reply{ last, last + 2 }, "/api/v1/events")  -- all of it seen before
+      assert.are.same({}, assert(q:get_events()))
+      q:close()
+    end)
+  end)
 end)
 
 describe("secrets", function()

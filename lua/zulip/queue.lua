@@ -261,8 +261,10 @@ local function finish_poll(st)
   if type(events) ~= "table" then
     return errors.fail(errors.new("PROTOCOL", "reply has no events list", { http_status = 200 }))
   end
-  local out, n, last = {}, 0, st.last_event_id
-  for i = 1, #events do  -- (is_int inlined: this loop runs for every event of a burst)
+  -- the list itself when nothing is dropped (a burst's 1,000 events are not copied), else a copy
+  -- of what is kept; is_int is inlined: this loop runs for every event of a burst
+  local out, n, last = events, 0, st.last_event_id
+  for i = 1, #events do
     local ev = events[i]
     local id = type(ev) == "table" and ev.id
     if type(id) ~= "number" or id ~= floor(id) or id <= -2^53 or id >= 2^53 then
@@ -270,8 +272,11 @@ local function finish_poll(st)
     end
     if id > last then
       n = n + 1
-      out[n] = ev
+      if out ~= events then out[n] = ev end
       last = id
+    elseif out == events then  -- the first one dropped: keep events[1 .. n] in a list of their own
+      out = {}
+      for j = 1, n do out[j] = events[j] end
     end
   end
   return out
