@@ -46,7 +46,9 @@ local ROWS = {}
 -- has a queue, so each round polls the same event from each, in rotating order. The floor is
 -- bench/rawpoll.c: the same GET in C over one kept connection, no decoding; "floor + decode"
 -- adds zulip.decode of its body, the same work as ours but for libcurl's request path and the
--- Lua engine.
+-- Lua engine. "libcurl alone" is the same GET as a zulip.Transfer of a client's C engine,
+-- started and driven from a bare loop and decoded (no Lua engine): less the floor + decode, what
+-- libcurl's request path costs.
 ROWS[2] = function()
   local N, WARM = 1000, 50
   local srv = start_server()
@@ -58,6 +60,11 @@ ROWS[2] = function()
   f:register()
   local raw = rawpoll.connect(srv.port, "Basic " .. require("mime").b64(srv.users.bot.email .. ":"
     .. srv.users.bot.api_key))
+  local lc = baseline.new(srv.port, srv.users.bot)  -- libcurl alone's queue, registered the plain way
+  lc:register()
+  local lclient = client_for(srv)
+  local eng = lclient._engine.core
+  local x = eng:transfer({})
   local decode_too = false
   local function ours()
     local c0 = cpu()
@@ -82,16 +89,30 @@ ROWS[2] = function()
     local c2 = cpu()
     assert(status == 200 and #reply.events == 1)
     f.last_event_id = reply.events[1].id
-    return decode_too and c2 - c0 or c1 - c0
+    return decode_too and c2 - c0 or c1 - c0, c2 - c0
   end
-  local zs, bs, fs, ds = {}, {}, {}, {}
-  local order = { { ours, zs }, { base, bs }, { floor, fs } }
-  for i = 1, N + WARM do  -- the three in rotating order
+  local function curl_alone()
+    local target = "/api/v1/events?queue_id=" .. lc.queue_id .. "&last_event_id=" .. format("%d", lc.last_event_id)
+    local c0 = cpu()
+    assert(x:start("GET", target, nil, 60))
+    repeat local done = eng:drive(10) until #done > 0
+    local reply = zulip.decode(x:raw())
+    local c = cpu() - c0
+    assert(x:result().status == 200 and #reply.events == 1)
+    lc.last_event_id = reply.events[1].id
+    return c
+  end
+  local zs, bs, fs, ds, cs, rs = {}, {}, {}, {}, {}, {}
+  local order = { { ours, zs }, { base, bs }, { floor, fs, rs }, { curl_alone, cs } }
+  for i = 1, N + WARM do  -- the four in rotating order
     srv:control("POST", "/test/messages", { count = 1 })
-    for k = 0, 2 do
-      local o = order[(i + k) % 3 + 1]
-      local v = o[1]()
-      if i > WARM then o[2][#o[2] + 1] = v end
+    for k = 0, 3 do
+      local o = order[(i + k) % 4 + 1]
+      local v, decoded = o[1]()
+      if i > WARM then
+        o[2][#o[2] + 1] = v
+        if o[3] then o[3][#o[3] + 1] = decoded end  -- the floor's, with its decode
+      end
     end
   end
   decode_too = true
@@ -103,17 +124,22 @@ ROWS[2] = function()
   b:close()
   raw:close()
   f:close()
+  lc:close()
+  lclient:close()
   local p = io.popen(format("python3 %s/pyhelper.py poll %d %d", HERE, srv.port, N))
   local py_mean, py_p50 = p:read("*n", "*n")
   p:close()
   srv:stop()
-  local z, x, fl, fd = stats(zs), stats(bs), stats(fs), stats(ds)
-  line("2 per-poll CPU, mean (µs)", us(z.mean), us(x.mean), format("%.2f", z.mean / x.mean), "")
-  line("2 per-poll CPU, median (µs)", us(z.p50), us(x.p50), format("%.2f", z.p50 / x.p50), "")
+  local z, bl, fl, fd, ca, fr = stats(zs), stats(bs), stats(fs), stats(ds), stats(cs), stats(rs)
+  line("2 per-poll CPU, mean (µs)", us(z.mean), us(bl.mean), format("%.2f", z.mean / bl.mean), "")
+  line("2 per-poll CPU, median (µs)", us(z.p50), us(bl.p50), format("%.2f", z.p50 / bl.p50), "")
   line("2 floor: raw C GET, one kept connection, mean (µs)", us(z.mean), us(fl.mean),
     format("%.2f", z.mean / fl.mean), "≤ 3.00 of the floor")
   line("2 floor + zulip.decode of the body, mean (µs)", us(z.mean), us(fd.mean),
     format("%.2f", z.mean / fd.mean), "")
+  line("2 libcurl alone: a core transfer from a bare loop, decoded, mean (µs)", us(z.mean), us(ca.mean),
+    format("%.2f", z.mean / ca.mean),
+    format("its request path: %s µs over the floor's %s with its decode", us(ca.mean - fr.mean), us(fr.mean)))
   line("2 stdlib-Python client, mean / median (µs)", us(z.mean), format("%.1f / %.1f", py_mean, py_p50),
     format("%.2f", z.mean / (py_mean / 1e6)), "")
 end
