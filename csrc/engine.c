@@ -39,8 +39,8 @@ zsess *zsess_new(void) {
 }
 
 /* The request headers, made once per client: curl would make each of them again for every request
- * (Basic auth from CURLOPT_USERNAME/PASSWORD, User-Agent, Accept-Encoding), and its printf
- * appends them one byte at a time, which was a fifth of what a poll cost. */
+ * (Basic auth from CURLOPT_USERNAME/PASSWORD, User-Agent, Accept-Encoding), with a printf that
+ * appends one byte at a time: a fifth of the instructions curl spent on a poll. */
 static void zsess_free_headers(struct curl_slist *l) {
   struct curl_slist *h;
   for (h = l; h != NULL; h = h->next) zsess_wipe(h->data);

@@ -80,9 +80,8 @@ struct zxfer {
 
 /* Sessions. */
 zsess *zsess_new(void);                         /* NULL when out of memory */
-void zsess_release(zsess *s);
-/* Makes s->headers from the credentials and the user agent; 0, or -1 when out of memory. */
-int zsess_headers(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
+void zsess_release(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
+int zsess_headers(zsess *s);                    /* makes s->headers (credentials, user agent); 0 ok */
 int zsess_strset(char **slot, const char *value); /* copies value into *slot (wiping the old); 0 ok */
 
 /* Engines. zeng_new returns NULL with a reason in err. */

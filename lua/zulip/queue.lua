@@ -241,7 +241,8 @@ local function finish_register(st)
 end
 
 -- keep_state: an event changes q.state before anyone sees it, once (an event that comes again
--- after a loop body raised is not applied twice)
+-- after a loop body raised is not applied twice). Callers test st._kept first, so that without
+-- keep_state the loops over a burst's events make no call for it.
 local function apply_kept(st, ev)
   local k = st._kept
   if k and ev.id > st._applied then
@@ -262,12 +263,12 @@ local function finish_poll(st)
     return errors.fail(errors.new("PROTOCOL", "reply has no events list", { http_status = 200 }))
   end
   -- the list itself when nothing is dropped (a burst's 1,000 events are not copied), else a copy
-  -- of what is kept; is_int is inlined: this loop runs for every event of a burst
+  -- of what is kept
   local out, n, last = events, 0, st.last_event_id
   for i = 1, #events do
     local ev = events[i]
     local id = type(ev) == "table" and ev.id
-    if type(id) ~= "number" or id ~= floor(id) or id <= -2^53 or id >= 2^53 then
+    if not is_int(id) then
       return errors.fail(errors.new("PROTOCOL", "event without an integer id", { http_status = 200 }))
     end
     if id > last then
@@ -451,7 +452,7 @@ function Queue:each(opts)
     commit_pending(st)  -- the loop body for the previous event has returned
     drive_with(st, o, pol)
     while true do
-      if eng.first <= eng.nready then eng:run_ready() end  -- an on_reset left over from a pump that raised comes first
+      eng:run_ready()  -- an on_reset left over from a pump that raised comes before the events
       local out = st._out
       local ev = out[st._pos]
       while ev ~= nil do
