@@ -88,13 +88,13 @@ int zsess_headers(zsess *s) {
 }
 
 void zsess_release(zsess *s) {
-  char **strs[10];
+  char **strs[9];
   size_t i;
   if (s == NULL || --s->refs > 0) return;
   zsess_free_headers(s->headers);
-  strs[0] = &s->base_url; strs[1] = &s->email; strs[2] = &s->api_key; strs[3] = &s->userpwd_b64;
-  strs[4] = &s->user_agent; strs[5] = &s->cert_bundle; strs[6] = &s->client_cert;
-  strs[7] = &s->client_key; strs[8] = &s->proxy; strs[9] = NULL;
+  strs[0] = &s->base_url; strs[1] = &s->api_key; strs[2] = &s->userpwd_b64;
+  strs[3] = &s->user_agent; strs[4] = &s->cert_bundle; strs[5] = &s->client_cert;
+  strs[6] = &s->client_key; strs[7] = &s->proxy; strs[8] = NULL;
   for (i = 0; strs[i] != NULL; i++) zsess_strset(strs[i], NULL);
   free(s);
 }

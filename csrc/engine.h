@@ -20,7 +20,7 @@
 typedef struct zsess {
   int refs;
   char *base_url;              /* "https://chat.example.com", no trailing slash */
-  char *email, *api_key;       /* the key is secret: never printed */
+  char *api_key;               /* secret: never printed; kept only to scrub it from the trace */
   char *userpwd_b64;           /* base64 of "email:key", only to scrub it from the trace */
   char *user_agent;
   struct curl_slist *headers;  /* what every request sends: Authorization (secret), User-Agent, ... */

@@ -77,11 +77,9 @@ class Handler(BaseHTTPRequestHandler):
         """Stands in for a forward proxy's tunnel: whatever host the client names, the tunnel
         leads back to this server, so the requests that follow are served here."""
         realm = self.server.realm
-        auth = self.headers.get("Authorization") or self.headers.get("Proxy-Authorization")
         self.server.control.record_request({"time": time.time(), "method": "CONNECT", "path": self.path, "query": "",
                             "form": {}, "headers": {"User-Agent": self.headers.get("User-Agent"),
-                                                    # the scheme only, as for every request
-                                                    "Authorization": auth.split()[0] if auth and auth.split() else None},
+                                                    "Authorization": self._auth_scheme("Authorization", "Proxy-Authorization")},
                             "peer_port": self.client_address[1], "content_encoding": None,
                             "status": 200, "fault": None})
         realm.log(f"CONNECT {self.path} -> 200 (a tunnel back to this server)")
@@ -89,6 +87,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     # -- request plumbing ------------------------------------------------------
+
+    def _auth_scheme(self, *names):
+        """The scheme of the first of these credential headers that came ("Basic"), or None:
+        the log keeps the scheme only, so credentials never leave the server."""
+        for name in names:
+            words = (self.headers.get(name) or "").split()
+            if words:
+                return words[0]
+        return None
 
     def _read_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -154,13 +161,11 @@ class Handler(BaseHTTPRequestHandler):
                 after()
             return
         form = self._form(body)
-        auth = self.headers.get("Authorization")
         entry = {"time": time.time(), "method": self.command, "path": path, "query": query,
                  "form": form, "headers": {
                      "User-Agent": self.headers.get("User-Agent"),
                      "Accept-Encoding": self.headers.get("Accept-Encoding"),
-                     # The scheme only: credentials never leave the server.
-                     "Authorization": auth.split()[0] if auth and auth.split() else None},
+                     "Authorization": self._auth_scheme("Authorization")},
                  # The client's port on this connection: equal ports mean a reused connection.
                  "peer_port": self.client_address[1],
                  # Set by _send: "gzip" when the reply body went out gzipped.
