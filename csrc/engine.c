@@ -243,7 +243,9 @@ static void zeng_due_now(zeng *e) {
   for (x = e->running; x != NULL; x = next) {
     long long due = zxfer_due_ms(x);
     next = x->next;
-    if (due >= 0 && due <= now) zxfer_check_speed(x, now);
+    /* a pending connect deadline is looked at on every pass: once the request is out it goes
+     * before the fd is re-armed, so a kept connection never wakes the loop for it */
+    if (x->connect_due_ms >= 0 || (due >= 0 && due <= now)) zxfer_check(x, now);
   }
   if (e->alarm_ms >= 0 && e->alarm_ms <= now) e->alarm_ms = -1;  /* a drive is the wake-up it asked for */
 }

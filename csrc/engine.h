@@ -69,6 +69,7 @@ struct zxfer {
   int too_large;               /* a callback stopped the transfer: over max_reply_bytes */
   int socket_errno;            /* errno of a failed socket() (EMFILE: out of fds), else 0 */
   int sent;                    /* any byte of the request went out */
+  long long connect_due_ms;    /* our connect deadline, until the request is out; -1: none (or curl's) */
   long long window_start_ms;   /* low-speed window: starts when the reply's first bytes come, -1 */
   size_t window_bytes;         /* reply bytes when the window started */
   size_t received;             /* reply bytes so far, headers included */
@@ -117,8 +118,10 @@ void zxfer_cancel(zxfer *x);                    /* ends a running transfer; no c
 int zxfer_detached(zeng *e, const char *method, const char *path_query, long timeout_ms, char *err, size_t errlen);
 /* Engine internals shared by engine.c and xfer.c. */
 void zxfer_finish(zxfer *x, CURLcode rc);       /* curl said it ended: classify, move to done */
-long long zxfer_due_ms(const zxfer *x);         /* when its low-speed window must be checked, -1 */
-void zxfer_check_speed(zxfer *x, long long now);
+long long zxfer_due_ms(const zxfer *x);         /* when its deadlines must be checked, -1: never */
+/* Ends a running transfer whose connect deadline or low-speed window has passed (moved to done);
+ * forgets the connect deadline once the request is out. */
+void zxfer_check(zxfer *x, long long now);
 
 /* The trace (trace.c). */
 void ztrace_line(zxfer *x, char prefix, const char *line, size_t n);

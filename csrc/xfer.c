@@ -132,7 +132,7 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   x->refs = 1;
   x->easy = h;
   x->retry_after = -1;
-  x->window_start_ms = -1;
+  x->window_start_ms = x->connect_due_ms = -1;
   e->refs++;
   x->eng = e;
   curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)x);
@@ -150,7 +150,6 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  /* credentials never go to another host */
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);   /* notices a half-open connection */
   curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, 30L);
   curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 10L);
@@ -257,16 +256,30 @@ static const char *zxfer_code(CURLcode rc, const char *errbuf) {
   }
 }
 
+/* Whether any byte of the request went out (after any proxy tunnel and TLS handshake: the
+ * connection is made). */
+static int zxfer_request_out(const zxfer *x) {
+  long n = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &n);
+  return n > 0;
+}
+
+/* Moves a running transfer that this code ended (not curl) to done. */
+static void zxfer_end(zxfer *x) {
+  zeng *e = x->eng;
+  x->status = 0;
+  zxfer_unlink(x);
+  x->state = ZXFER_DONE;
+  if (e->done_tail) e->done_tail->next_done = x; else e->done = x;
+  e->done_tail = x;
+}
+
 void zxfer_finish(zxfer *x, CURLcode rc) {
   zeng *e = x->eng;
   long status = 0;
-  curl_off_t req = 0;
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   x->status = status;
-#if LIBCURL_VERSION_NUM >= 0x073700
-  { long n = 0; curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &n); req = n; }
-#endif
-  x->sent = req > 0;
+  x->sent = zxfer_request_out(x);
   if (rc == CURLE_OK && status > 0) {
     x->fail = NULL;
   } else if (x->too_large) {
@@ -300,23 +313,37 @@ void zxfer_finish(zxfer *x, CURLcode rc) {
 
 long long zxfer_due_ms(const zxfer *x) {
   const zsess *s = x->eng->sess;
-  if (x->state != ZXFER_RUNNING || x->window_start_ms < 0 || s->low_speed_limit <= 0 || s->low_speed_time <= 0)
-    return -1;
-  return x->window_start_ms + (long long)s->low_speed_time * 1000;
+  long long window = -1;
+  if (x->state != ZXFER_RUNNING) return -1;
+  if (x->window_start_ms >= 0 && s->low_speed_limit > 0 && s->low_speed_time > 0)
+    window = x->window_start_ms + (long long)s->low_speed_time * 1000;
+  if (x->connect_due_ms < 0) return window;
+  return window < 0 || x->connect_due_ms < window ? x->connect_due_ms : window;
 }
 
-void zxfer_check_speed(zxfer *x, long long now) {
+void zxfer_check(zxfer *x, long long now) {
   const zsess *s = x->eng->sess;
+  if (x->connect_due_ms >= 0) {
+    if (zxfer_request_out(x)) {
+      x->connect_due_ms = -1;
+    } else if (x->connect_due_ms <= now) {
+      snprintf(x->errbuf, sizeof x->errbuf, "no connection within connect_timeout (%ld ms)",
+               s->connect_timeout_ms);
+      x->fail = "TIMEOUT";
+      x->sent = 0;
+      zxfer_end(x);
+      return;
+    }
+  }
+  if (x->window_start_ms < 0 || s->low_speed_limit <= 0 || s->low_speed_time <= 0 ||
+      x->window_start_ms + (long long)s->low_speed_time * 1000 > now)
+    return;
   if (x->received - x->window_bytes < (size_t)s->low_speed_limit * (size_t)s->low_speed_time) {
     snprintf(x->errbuf, sizeof x->errbuf, "reply slower than %ld bytes/s over %ld s",
              s->low_speed_limit, s->low_speed_time);
     x->fail = "TIMEOUT";
-    x->status = 0;
     x->sent = 1;
-    zxfer_unlink(x);
-    x->state = ZXFER_DONE;
-    if (x->eng->done_tail) x->eng->done_tail->next_done = x; else x->eng->done = x;
-    x->eng->done_tail = x;
+    zxfer_end(x);
     return;
   }
   x->window_start_ms = now;
@@ -374,6 +401,16 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
   x->url = url;
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L);
+  /* curl's connect timer stays armed after the connection is made (or reused), so a request that
+   * outlives it (a long-poll) would wake the loop once for nothing: such a request gets our own
+   * deadline instead, which goes as soon as the request is out (zxfer_check) */
+  if (timeout_ms > s->connect_timeout_ms) {
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 0L);  /* curl's default, which timeout_ms bounds */
+    x->connect_due_ms = zpoll_now_ms() + s->connect_timeout_ms;
+  } else {
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+    x->connect_due_ms = -1;
+  }
   if (has_body) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
     curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : "");

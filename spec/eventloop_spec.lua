@@ -94,6 +94,49 @@ describe("event loops", function()
     q:close()
   end)
 
+  it("a long-poll that outlives connect_timeout does not wake its loop until its reply", function()
+    -- curl's connect timer stays armed after the connection is made: a request that outlives it
+    -- gets the engine's own connect deadline, which goes once the request is out
+    for _, fresh in ipairs{ false, true } do
+      local c = zulip.client{ site = srv.site, email = bot.email, api_key = bot.api_key, connect_timeout = 0.5 }
+      local q = c:queue{ event_types = { "message" } }
+      assert(q:register())
+      if fresh then  -- the poll opens a connection of its own: the register's is closed after its reply
+        srv:control("POST", "/test/fault", { kind = "close_after_reply", path = "/api/v1/register" })
+        q:close()
+        q = c:queue{ event_types = { "message" } }
+        assert(q:register())
+      end
+      assert.are.same({}, assert(q:step(0)))
+      step_until(q, 5, function() return queue_waiting(q.id) end)
+      local t0, wakes, late = core.now(), 0, 0
+      while core.now() - t0 < 1.5 do  -- three connect timeouts
+        if sleep_on_fd(q, 1.5 - (core.now() - t0)) then
+          wakes = wakes + 1
+          if core.now() - t0 > 0.3 then late = late + 1 end
+          assert.are.same({}, assert(q:step(0)))
+        end
+      end
+      -- a kept connection: no wake-up at all; a new one leaves curl's own connect-phase timers
+      -- (happy eyeballs, 200 ms after connecting began), which curl does not disarm, but nothing
+      -- at the connect timeout (0.5 s) or after
+      if not POLL_CORE then
+        assert.are.equal(0, late)
+        if not fresh then assert.are.equal(0, wakes) end
+      end
+      local t = q:_loop_timeout(true)
+      assert.is_true(t ~= nil and t > 50, tostring(t))  -- the long-poll's own deadline, nothing sooner
+      assert.is_true(queue_waiting(q.id))
+      -- and it still gets its event at once
+      srv:control("POST", "/test/messages", { count = 1 })
+      local got, deadline = {}, core.now() + 5
+      while #got == 0 and core.now() < deadline do got = assert(q:step(0.05)) end
+      assert.are.equal(1, #got)
+      assert.are.equal("message", got[1].type)
+      c:close()
+    end
+  end)
+
   it("step(0) never blocks: register in flight, long-poll pending, backoff pending, just finished", function()
     -- What is pending lasts 1.5 s or more in every state (the held register, the long-poll, the
     -- backoff, the next poll), so a step(0) that waited for any of it would take that long. The
