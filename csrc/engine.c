@@ -116,6 +116,7 @@ static int zeng_on_timer(CURLM *multi, long timeout_ms, void *userp) {
   /* + 1: zpoll_now_ms rounds down, and curl's own deadline is now + timeout to the microsecond;
    * acting up to 1 ms before it finds nothing due and costs a second wake-up. */
   e->curl_due_ms = timeout_ms < 0 ? -1 : zpoll_now_ms() + timeout_ms + (timeout_ms > 0);
+  e->due_stale = 1;
   return 0;  /* the timer follows when control returns to the caller (zeng_rearm) */
 }
 
@@ -129,6 +130,7 @@ zeng *zeng_new(zsess *s, char *err, size_t errlen) {
   }
   e->refs = 1;
   e->curl_due_ms = e->alarm_ms = -1;
+  e->due_stale = 1;
   e->poll = zpoll_new(err, errlen);
   if (e->poll == NULL) {
     free(e);
@@ -185,12 +187,19 @@ static long long zeng_min(long long a, long long b) {
   return a < b ? a : b;
 }
 
-/* When the engine next needs a call without socket activity (curl's timer, a low-speed window),
- * -1: never. */
-static long long zeng_due(const zeng *e) {
+void zeng_changed(zeng *e) {
+  e->due_stale = 1;
+}
+
+/* When the engine next needs a call without socket activity (curl's timer, a transfer's connect
+ * deadline or low-speed window), -1: never. */
+static long long zeng_due(zeng *e) {
   long long due = e->curl_due_ms;
   const zxfer *x;
+  if (!e->due_stale) return e->due_ms;
   for (x = e->running; x != NULL; x = x->next) due = zeng_min(due, zxfer_due_ms(x));
+  e->due_ms = due;
+  e->due_stale = 0;
   return due;
 }
 
@@ -203,7 +212,7 @@ void zeng_alarm(zeng *e, long ms) {
   zeng_rearm(e);
 }
 
-long zeng_timeout_ms(const zeng *e) {
+long zeng_timeout_ms(zeng *e) {
   long long due, now;
   if (e->closed) return -1;
   if (e->done != NULL) return 0;
@@ -229,6 +238,7 @@ static void zeng_collect(zeng *e) {
 static void zeng_act(zeng *e, curl_socket_t fd, int flags) {
   int running;
   curl_multi_socket_action(e->multi, fd, flags, &running);
+  e->due_stale = 1;  /* curl's callbacks ran: a reply may have started its low-speed window */
   zeng_collect(e);
 }
 
@@ -236,6 +246,7 @@ static void zeng_act(zeng *e, curl_socket_t fd, int flags) {
 static void zeng_due_now(zeng *e) {
   long long now = zpoll_now_ms();
   zxfer *x, *next;
+  e->due_stale = 1;  /* what is checked below moves or ends */
   if (e->curl_due_ms >= 0 && e->curl_due_ms <= now) {
     e->curl_due_ms = -1;
     zeng_act(e, CURL_SOCKET_TIMEOUT, 0);

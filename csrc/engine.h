@@ -42,6 +42,9 @@ typedef struct zeng {
   zpoll *poll;
   zsess *sess;                 /* counted reference */
   long long curl_due_ms;       /* curl's timer, -1 when unset */
+  long long due_ms;            /* zeng_due's answer, kept while due_stale is 0: a loop asks for */
+  int due_stale;               /* the timeout of each of a thousand queues, and each answer walks
+                                * every running transfer */
   long long alarm_ms;          /* the owner's wake-up (zeng_alarm), -1 when unset */
   zxfer *running;              /* transfers in the multi handle */
   zxfer *done, *done_tail;     /* finished, not yet taken by zeng_take */
@@ -96,7 +99,7 @@ int zeng_fd(const zeng *e);                     /* -1 once closed */
 int zeng_drive(zeng *e, long wait_ms);
 zxfer *zeng_take(zeng *e);                      /* the next finished transfer, or NULL */
 int zeng_detached(const zeng *e);               /* detached transfers still running */
-long zeng_timeout_ms(const zeng *e);            /* ms until a drive is due; -1: only on fd activity
+long zeng_timeout_ms(zeng *e);                  /* ms until a drive is due; -1: only on fd activity
                                                  * (with poll(2) the alarm counts too: see zpoll.h) */
 /* Makes the fd readable after ms (0: at once; < 0: cancels), so a loop watching only the fd wakes
  * for the owner's own timers (a retry's backoff, a queue with events to hand out). One-shot:
@@ -122,6 +125,7 @@ long long zxfer_due_ms(const zxfer *x);         /* when its deadlines must be ch
 /* Ends a running transfer whose connect deadline or low-speed window has passed (moved to done);
  * forgets the connect deadline once the request is out. */
 void zxfer_check(zxfer *x, long long now);
+void zeng_changed(zeng *e);                     /* a transfer's deadlines or the running set changed */
 
 /* The trace (trace.c). */
 void ztrace_line(zxfer *x, char prefix, const char *line, size_t n);

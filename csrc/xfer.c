@@ -183,6 +183,7 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
 
 static void zxfer_unlink(zxfer *x) {
   zeng *e = x->eng;
+  zeng_changed(e);
   if (x->state == ZXFER_RUNNING) {
     if (e->multi != NULL) curl_multi_remove_handle(e->multi, x->easy);
     if (x->prev) x->prev->next = x->next; else e->running = x->next;
@@ -425,6 +426,7 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
     return -1;
   }
   x->state = ZXFER_RUNNING;
+  zeng_changed(e);
   x->refs++;  /* the engine's, while it runs and until its result is taken */
   x->next = e->running;
   x->prev = NULL;

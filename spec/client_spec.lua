@@ -149,6 +149,77 @@ describe("client", function()
       c:close()
     end)
 
+    it("says the soonest of its queues' timeouts in every state, and its step hands out each one's news", function()
+      -- client:timeout() and client:step look only at the queues with news and those the policy
+      -- has yet to take over; whatever state the queues are in, the answer is what asking every
+      -- queue would give
+      srv:control("POST", "/test/config", { heartbeat = 60 })  -- no heartbeat comes in between
+      local c = client{ backoff = { base = 2, factor = 1, cap = 2 } }
+      local function fixed() return 0.75 end  -- no jitter: a backoff is 1.5 s
+      local qs = {}
+      for i = 1, 3 do qs[i] = c:queue{ event_types = { "message" }, random = fixed } end
+      local function agrees(what)
+        local soonest
+        for _, q in ipairs(qs) do
+          local t = q:_loop_timeout(true)
+          if t ~= nil and (soonest == nil or t < soonest) then soonest = t end
+        end
+        local t = c:_loop_timeout(true)
+        assert.is_true((t == nil and soonest == nil) or (t ~= nil and soonest ~= nil and math.abs(t - soonest) < 0.01),
+          ("%s: the client says %s, its queues %s"):format(what, tostring(t), tostring(soonest)))
+        return t
+      end
+      local function polling(q) return q.id ~= nil and q:_state()._busy == "poll" end
+      assert.are.equal(0, agrees("new queues"))
+      drive(c, function() return polling(qs[1]) and polling(qs[2]) and polling(qs[3]) end)
+      local t0 = core.now()
+      while core.now() - t0 < 0.3 do c:step(0.05) end  -- past curl's own timers from connecting
+      local t = agrees("all polling")
+      assert.is_true(t > 1, tostring(t))
+      -- an event for the second queue, left there while the first queue's steps drive the client
+      srv:control("POST", "/test/event", { queue_id = qs[2].id, event = { type = "spec_probe" } })
+      local deadline = core.now() + 5
+      while not qs[2]:_has_news() and core.now() < deadline do assert(qs[1]:step(0.05)) end
+      assert.are.equal(0, agrees("one with news"))
+      local got
+      for _, r in ipairs(c:step(0)) do
+        assert.are.equal(qs[2], r.queue)
+        for _, ev in ipairs(r.events) do if ev.type == "spec_probe" then got = ev end end
+      end
+      assert.is_table(got)
+      -- a failed poll: that queue waits out its backoff (1.5 s), the others their long-polls
+      fault("status500", "/api/v1/events")
+      local backing
+      deadline = core.now() + 5
+      while backing == nil and core.now() < deadline do
+        c:step(0.05)
+        for _, q in ipairs(qs) do if q:_state()._wake then backing = q end end
+      end
+      assert.is_not_nil(backing)
+      t = agrees("one backing off")
+      assert.is_true(t > 0.5 and t <= 1.51, tostring(t))
+      drive(c, function() return polling(backing) end)
+      -- a fatal error: handed out once by client:step, then that queue is quiet until stepped again
+      fault("unauthorized", "/api/v1/events")
+      local failed
+      deadline = core.now() + 5
+      while failed == nil and core.now() < deadline do
+        for _, r in ipairs(c:step(0.05)) do
+          if r.error then failed = r end
+        end
+      end
+      assert.is_not_nil(failed)
+      assert.are.equal("UNAUTHORIZED", failed.error.code)
+      agrees("one failed")
+      -- stepping again retries it
+      drive(c, function() return polling(qs[1]) and polling(qs[2]) and polling(qs[3]) end)
+      t0 = core.now()
+      while core.now() - t0 < 0.3 do c:step(0.05) end
+      t = agrees("all polling again")
+      assert.is_true(t > 1, tostring(t))
+      c:close()
+    end)
+
     it("delivers every queue's events through zulip.step_all on the client", function()
       local c = client()
       local qs = { c:queue{ event_types = { "message" } }, c:queue{ event_types = { "message" } } }

@@ -40,6 +40,10 @@ function M.new(session, client)
     queues = setmetatable({}, WEAK_KEYS),   -- open queues -> their number, for client:step's order
     nqueues = 0,
     todo = setmetatable({}, WEAK_KEYS),     -- queues that may have a request to start
+    unsettled = setmetatable({}, WEAK_KEYS), -- queues client:step must hand to the policy again
+                                            -- (new, used by hand or by each(), or failed)
+    news = setmetatable({}, WEAK_KEYS),     -- queues that got events or a fatal error since
+                                            -- client:step last looked (others may have taken them)
     timers = setmetatable({}, WEAK_KEYS),   -- queue or request operation -> when it is due
     pending = {},                           -- request operations in flight or waiting: held here
     ready = {}, nready = 0, first = 1,      -- callbacks to run, in order
@@ -364,44 +368,32 @@ function Engine:close(seconds)
   self:run_ready()
 end
 
---- Add a queue (numbered in creation order, for client:step's results).
+--- Add a queue (numbered in creation order, for client:step's results); the policy takes it
+-- over at the next client:step.
 -- @local
 function Engine:add_queue(q)
   self.nqueues = self.nqueues + 1
   self.queues[q] = self.nqueues
-  self.sorted = nil
+  self.unsettled[q] = true
 end
 
 --- Forget a queue (closed).
 -- @local
 function Engine:remove_queue(q)
   self.queues[q] = nil
-  self.sorted = nil
 end
 
-local WEAK_VALUES = { __mode = "v" }
-
---- The open queues in creation order, as a new list. The sorted order is kept between calls (weak,
--- so it holds no queue alive) and made again only when a queue came or went: a step of a client
--- with a thousand queues does not sort them each time.
+--- The open queues that have news (events to hand out, or a fatal error), in creation order:
+-- from `news`, which every queue that gets some joins, so a client:step of a thousand queues
+-- looks at the few that got something, not at all of them. Forgets the ones whose news another
+-- caller took (their own step, an iterator).
 -- @local
-function Engine:queue_list()
-  local sorted, list = self.sorted, {}
-  if sorted ~= nil then
-    for i = 1, sorted.n do
-      local q = sorted[i]
-      if q == nil or self.queues[q] == nil then sorted = nil break end  -- one was collected
-      list[i] = q
-    end
-    if sorted ~= nil then return list end
-    list = {}
+function Engine:news_list()
+  local news, order, list = self.news, self.queues, {}
+  for q in pairs(news) do
+    if order[q] ~= nil and q:_has_news() then list[#list + 1] = q else news[q] = nil end
   end
-  for q in pairs(self.queues) do list[#list + 1] = q end
-  local order = self.queues
-  table.sort(list, function(a, b) return order[a] < order[b] end)
-  sorted = setmetatable({ n = #list }, WEAK_VALUES)
-  for i = 1, #list do sorted[i] = list[i] end
-  self.sorted = sorted
+  if list[2] ~= nil then table.sort(list, function(a, b) return order[a] < order[b] end) end
   return list
 end
 

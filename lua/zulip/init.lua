@@ -463,11 +463,18 @@ end
 function Client:_loop_timeout(exact)
   local e = engine_of(self)
   local t = e:timeout(exact)
-  for _, q in ipairs(e:queue_list()) do
-    -- a queue used by hand (register, get_events) is not driven by client:step: it asks nothing
-    if not q:_state()._manual then
-      local qt = q:_loop_timeout(exact)
-      if qt ~= nil and (t == nil or qt < t) then t = qt end
+  if t == 0 then return 0 end
+  -- Besides the engine's own timeout (requests in flight, backoffs ending, queues about to start a
+  -- request), only queues with news and those the policy has yet to take over want a step: the
+  -- others are waiting on the engine. So a loop over a thousand queues asks a few.
+  local et, open = t or false, e.queues
+  for _, set in ipairs{ e.news, e.unsettled } do
+    for q in pairs(set) do
+      -- a queue used by hand (register, get_events) is not driven by client:step: it asks nothing
+      if open[q] ~= nil and not q:_state()._manual then
+        local qt = q:_loop_timeout(exact, et)
+        if qt ~= nil and (t == nil or qt < t) then t = qt end
+      end
     end
   end
   return t
@@ -492,32 +499,33 @@ function Client:step(timeout)
     error("zulip: step timeout must be a number >= 0", 2)
   end
   e.driven = true
-  local qs = e:queue_list()
-  for _, q in ipairs(qs) do
-    local st = q:_state()
-    if not st._manual then q:_stepping() end
+  -- the policy takes over the queues that need it (a queue used by hand stays so); the others
+  -- are driven already, so a step of a thousand queues does not visit them all
+  local unsettled, open = e.unsettled, e.queues
+  local u = next(unsettled)
+  while u ~= nil do
+    unsettled[u] = nil
+    if open[u] ~= nil and not u:_state()._manual then u:_stepping() end
+    u = next(unsettled)
   end
   local deadline = core.now() + timeout
   local first = true
+  local news = e:news_list()
   while true do
-    local news = false
-    for _, q in ipairs(qs) do
-      if q:_has_news() then news = true break end
-    end
     local left = deadline - core.now()
-    if news or (not first and left <= 0) or e.core:closed() then break end
+    if news[1] ~= nil or (not first and left <= 0) or e.core:closed() then break end
     first = false
     e:pump(left > 0 and left or 0)
+    news = e:news_list()
   end
   local out = {}
-  for _, q in ipairs(qs) do
-    if q:_has_news() then
-      local events, msg, err = q:_collect()
-      if events == nil then
-        out[#out + 1] = { queue = q, error = err, message = msg }
-      elseif #events > 0 then
-        out[#out + 1] = { queue = q, events = events }
-      end
+  for _, q in ipairs(news) do
+    local events, msg, err = q:_collect()
+    e.news[q] = nil
+    if events == nil then
+      out[#out + 1] = { queue = q, error = err, message = msg }
+    elseif #events > 0 then
+      out[#out + 1] = { queue = q, events = events }
     end
   end
   if not e.core:closed() then e:arm() end

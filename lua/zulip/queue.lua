@@ -180,6 +180,7 @@ local function failure(q, st, eng, msg, err, kind)
   local d = st._pol:decide(err)
   if d.action == "raise" then
     st._fatal, st.last_error = { msg = msg, err = err }, err
+    eng.news[q] = true
     eng.kick = true
     return
   end
@@ -312,6 +313,7 @@ function Queue:_finished(eng)
       st._dont_block = false
       if #result > 0 then
         st._out, st._pos = result, 1
+        eng.news[self] = true
         eng.kick = true
       else
         eng.todo[self] = true
@@ -351,6 +353,7 @@ end
 local function manual(q, st, starter, dont_block)
   local eng = st._eng
   st._manual, st._auto = true, false
+  eng.unsettled[q] = true
   if st._busy then st._x:cancel() end
   st._busy, st._wake, st._reply = nil, nil, nil
   eng.timers[q] = nil
@@ -438,6 +441,7 @@ function Queue:each(opts)
   local eng = st._eng
   local sleep = o.sleep
   drive_with(st, o, pol)
+  eng.unsettled[self] = true
   commit_pending(st)
 
   -- On 5.4 the generic for closes this value when the loop ends: a `break` (no error) means the
@@ -451,6 +455,7 @@ function Queue:each(opts)
     if st.closed then return nil end
     commit_pending(st)  -- the loop body for the previous event has returned
     drive_with(st, o, pol)
+    eng.unsettled[self] = true  -- its options and its acknowledgement are each()'s now
     while true do
       eng:run_ready()  -- an on_reset left over from a pump that raised comes before the events
       local out = st._out
@@ -521,6 +526,7 @@ function Queue:_collect()
   if st._fatal then
     local f = st._fatal
     st._fatal, st._failed = nil, true
+    st._eng.unsettled[self] = true  -- the next client:step retries
     return nil, f.msg, f.err
   end
   if st.closed or not st._out[st._pos] then return NOTHING end
@@ -536,7 +542,8 @@ function Queue:_has_news()
   return st._fatal ~= nil or st._out[st._pos] ~= nil
 end
 
---- Let the policy drive the queue for `step` (also from `client:step`).
+--- Let the policy drive the queue for `step` (also from `client:step`, for the queues in its
+-- engine's `unsettled`: this does something only after one of the calls that put a queue there).
 -- @local
 function Queue:_stepping()
   local st = self:_state()
@@ -607,14 +614,19 @@ function Queue:timeout()
 end
 
 --- `timeout()`, without the poll core's `POLL_SLICE` cap when `exact` (see `client:pollfds`).
+-- `eng_timeout`, when given, is `eng:timeout(exact)` already computed (`false` for nil): a client
+-- asks it once for all of its queues.
 -- @local
-function Queue:_loop_timeout(exact)
+function Queue:_loop_timeout(exact, eng_timeout)
   local st = state_of(self)
   -- not driven yet (never used, or used by hand): a step takes it over, so step now
   if st._out[st._pos] or st._fatal or not st._auto then return 0 end
   if st._failed then return nil end
   local eng = st._eng
-  if st._busy then return eng:timeout(exact) end
+  if st._busy then
+    if eng_timeout == nil then return eng:timeout(exact) end
+    return eng_timeout or nil
+  end
   if st._wake then
     local t = st._wake - now()
     return t > 0 and t or 0
