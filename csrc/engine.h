@@ -42,9 +42,12 @@ typedef struct zeng {
   zpoll *poll;
   zsess *sess;                 /* counted reference */
   long long curl_due_ms;       /* curl's timer, -1 when unset */
-  long long due_ms;            /* zeng_due's answer, kept while due_stale is 0: a loop asks for */
-  int due_stale;               /* the timeout of each of a thousand queues, and each answer walks
-                                * every running transfer */
+  /* zeng_due's answer, kept until due_stale: a loop may ask for the timeout of each of a thousand
+   * queues, and each answer would walk every running transfer */
+  long long due_ms;
+  int due_stale;
+  int curl_connects;           /* our connect deadline ended a transfer: until a reply comes, requests
+                                * use curl's own, which moves on to a host's next address in time */
   long long alarm_ms;          /* the owner's wake-up (zeng_alarm), -1 when unset */
   zxfer *running;              /* transfers in the multi handle */
   zxfer *done, *done_tail;     /* finished, not yet taken by zeng_take */

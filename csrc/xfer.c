@@ -283,6 +283,7 @@ void zxfer_finish(zxfer *x, CURLcode rc) {
   x->sent = zxfer_request_out(x);
   if (rc == CURLE_OK && status > 0) {
     x->fail = NULL;
+    e->curl_connects = 0;
   } else if (x->too_large) {
     x->fail = "TOO_LARGE";
     if (x->too_large == 2)
@@ -332,6 +333,7 @@ void zxfer_check(zxfer *x, long long now) {
                s->connect_timeout_ms);
       x->fail = "TIMEOUT";
       x->sent = 0;
+      x->eng->curl_connects = 1;
       zxfer_end(x);
       return;
     }
@@ -404,8 +406,11 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 1L);
   /* curl's connect timer stays armed after the connection is made (or reused), so a request that
    * outlives it (a long-poll) would wake the loop once for nothing: such a request gets our own
-   * deadline instead, which goes as soon as the request is out (zxfer_check) */
-  if (timeout_ms > s->connect_timeout_ms) {
+   * deadline instead, which goes as soon as the request is out (zxfer_check). curl then spreads
+   * its default (bounded by timeout_ms) over a host's addresses, so with a dead first address of
+   * several it may not reach the next before our deadline: after that has happened, requests use
+   * curl's timer again (which gives each address its share) until a reply comes. */
+  if (timeout_ms > s->connect_timeout_ms && !e->curl_connects) {
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 0L);  /* curl's default, which timeout_ms bounds */
     x->connect_due_ms = zpoll_now_ms() + s->connect_timeout_ms;
   } else {
