@@ -187,10 +187,6 @@ static long long zeng_min(long long a, long long b) {
   return a < b ? a : b;
 }
 
-void zeng_changed(zeng *e) {
-  e->due_stale = 1;
-}
-
 /* When the engine next needs a call without socket activity (curl's timer, a transfer's connect
  * deadline or low-speed window), -1: never. */
 static long long zeng_due(zeng *e) {

@@ -42,8 +42,9 @@ typedef struct zeng {
   zpoll *poll;
   zsess *sess;                 /* counted reference */
   long long curl_due_ms;       /* curl's timer, -1 when unset */
-  /* zeng_due's answer, kept until due_stale: a loop may ask for the timeout of each of a thousand
-   * queues, and each answer would walk every running transfer */
+  /* zeng_due's answer, kept until due_stale (set when a transfer starts, ends or moves a deadline,
+   * and when curl ran): a loop may ask for the timeout of each of a thousand queues, and each
+   * answer would walk every running transfer */
   long long due_ms;
   int due_stale;
   int curl_connects;           /* our connect deadline ended a transfer: until a reply comes, requests
@@ -128,7 +129,6 @@ long long zxfer_due_ms(const zxfer *x);         /* when its deadlines must be ch
 /* Ends a running transfer whose connect deadline or low-speed window has passed (moved to done);
  * forgets the connect deadline once the request is out. */
 void zxfer_check(zxfer *x, long long now);
-void zeng_changed(zeng *e);                     /* a transfer's deadlines or the running set changed */
 
 /* The trace (trace.c). */
 void ztrace_line(zxfer *x, char prefix, const char *line, size_t n);

@@ -183,7 +183,7 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
 
 static void zxfer_unlink(zxfer *x) {
   zeng *e = x->eng;
-  zeng_changed(e);
+  e->due_stale = 1;
   if (x->state == ZXFER_RUNNING) {
     if (e->multi != NULL) curl_multi_remove_handle(e->multi, x->easy);
     if (x->prev) x->prev->next = x->next; else e->running = x->next;
@@ -313,18 +313,24 @@ void zxfer_finish(zxfer *x, CURLcode rc) {
   e->done_tail = x;
 }
 
-long long zxfer_due_ms(const zxfer *x) {
+/* When the low-speed window of a started reply ends, -1: none. */
+static long long zxfer_window_due(const zxfer *x) {
   const zsess *s = x->eng->sess;
-  long long window = -1;
+  if (x->window_start_ms < 0 || s->low_speed_limit <= 0 || s->low_speed_time <= 0) return -1;
+  return x->window_start_ms + (long long)s->low_speed_time * 1000;
+}
+
+long long zxfer_due_ms(const zxfer *x) {
+  long long window;
   if (x->state != ZXFER_RUNNING) return -1;
-  if (x->window_start_ms >= 0 && s->low_speed_limit > 0 && s->low_speed_time > 0)
-    window = x->window_start_ms + (long long)s->low_speed_time * 1000;
+  window = zxfer_window_due(x);
   if (x->connect_due_ms < 0) return window;
   return window < 0 || x->connect_due_ms < window ? x->connect_due_ms : window;
 }
 
 void zxfer_check(zxfer *x, long long now) {
   const zsess *s = x->eng->sess;
+  long long window;
   if (x->connect_due_ms >= 0) {
     if (zxfer_request_out(x)) {
       x->connect_due_ms = -1;
@@ -338,9 +344,8 @@ void zxfer_check(zxfer *x, long long now) {
       return;
     }
   }
-  if (x->window_start_ms < 0 || s->low_speed_limit <= 0 || s->low_speed_time <= 0 ||
-      x->window_start_ms + (long long)s->low_speed_time * 1000 > now)
-    return;
+  window = zxfer_window_due(x);
+  if (window < 0 || window > now) return;
   if (x->received - x->window_bytes < (size_t)s->low_speed_limit * (size_t)s->low_speed_time) {
     snprintf(x->errbuf, sizeof x->errbuf, "reply slower than %ld bytes/s over %ld s",
              s->low_speed_limit, s->low_speed_time);
@@ -431,7 +436,7 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
     return -1;
   }
   x->state = ZXFER_RUNNING;
-  zeng_changed(e);
+  e->due_stale = 1;
   x->refs++;  /* the engine's, while it runs and until its result is taken */
   x->next = e->running;
   x->prev = NULL;

@@ -468,7 +468,7 @@ function Client:_loop_timeout(exact)
   -- request), only queues with news and those the policy has yet to take over want a step: the
   -- others are waiting on the engine. So a loop over a thousand queues asks a few.
   local et, open = t or false, e.queues
-  for _, set in ipairs{ e.news, e.unsettled } do
+  local function ask(set)
     for q in pairs(set) do
       -- a queue used by hand (register, get_events) is not driven by client:step: it asks nothing
       if open[q] ~= nil and not q:_state()._manual then
@@ -477,6 +477,8 @@ function Client:_loop_timeout(exact)
       end
     end
   end
+  ask(e.news)
+  ask(e.unsettled)
   return t
 end
 
