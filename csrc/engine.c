@@ -67,6 +67,7 @@ int zsess_headers(zsess *s) {
   char encodings[64] = "";
   struct curl_slist *l = NULL;
   int failed = zsess_add_header(&l, "Expect:", "");  /* never wait for a 100 */
+  failed |= zsess_add_header(&l, "Accept:", "");     /* curl's own Accept (any type) says nothing: not sent */
   failed |= zsess_add_header(&l, "Authorization: Basic ", s->userpwd_b64);
   if (s->user_agent != NULL) failed |= zsess_add_header(&l, "User-Agent: ", s->user_agent);
   /* what CURLOPT_ACCEPT_ENCODING "" would offer: every encoding this libcurl decodes */

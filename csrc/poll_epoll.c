@@ -11,10 +11,46 @@
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 
+/* What the set knows of a socket, by fd. Adding to an epoll set allocates in the kernel what
+ * deleting frees: a socket whose closing is announced (zpoll_own, zpoll_forget) stays in the set
+ * between requests, parked with no events, so a kept connection's poll costs two cheap changes
+ * (1.1 us less here than delete, then add). A parked socket reports only an error or a hang-up,
+ * not the end of its input: a server that drops an idle connection wakes no loop. */
+enum {
+  ZPE_IN = 1, ZPE_OUT = 2,  /* the events it is in the epoll set for: none when parked */
+  ZPE_ADDED = 4,            /* in the epoll set, as far as this set knows */
+  ZPE_OWNED = 8             /* zpoll_forget comes before it closes */
+};
+
 struct zpoll {
   int epfd, tfd;
   long long armed_ms;  /* what the timerfd is armed for, -1: disarmed */
+  unsigned char *fdst; /* ZPE_* by fd, fdst_len of them (0 past the end) */
+  int fdst_len;
 };
+
+static unsigned zpoll_state(const zpoll *p, int fd) {
+  return fd >= 0 && fd < p->fdst_len ? p->fdst[fd] : 0u;
+}
+
+/* Records st for fd; 0, or -1 when out of memory (the set then keeps no state for it). */
+static int zpoll_set_state(zpoll *p, int fd, unsigned st) {
+  if (fd < 0) return -1;
+  if (fd >= p->fdst_len) {
+    int len = p->fdst_len ? p->fdst_len : 64;
+    unsigned char *more;
+    if (st == 0) return 0;
+    while (len <= fd && len < (1 << 24)) len *= 2;
+    if (len <= fd) return -1;
+    more = realloc(p->fdst, (size_t)len);
+    if (more == NULL) return -1;
+    memset(more + p->fdst_len, 0, (size_t)(len - p->fdst_len));
+    p->fdst = more;
+    p->fdst_len = len;
+  }
+  p->fdst[fd] = (unsigned char)st;
+  return 0;
+}
 
 const char *zpoll_name(void) {
   return "epoll";
@@ -56,6 +92,7 @@ void zpoll_free(zpoll *p) {
   if (p == NULL) return;
   if (p->epfd >= 0) close(p->epfd);
   if (p->tfd >= 0) close(p->tfd);
+  free(p->fdst);
   free(p);
 }
 
@@ -71,17 +108,44 @@ int zpoll_fds(const zpoll *p, zpoll_event *evs, int max) {
   return 1;
 }
 
-void zpoll_watch(zpoll *p, int fd, int what) {
+static void zpoll_ctl(zpoll *p, int fd, unsigned want, unsigned st) {
   struct epoll_event ev;
-  if (what == 0) {
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);  /* fails harmlessly if curl closed it already */
+  memset(&ev, 0, sizeof ev);
+  ev.events = ((want & ZPE_IN) ? EPOLLIN : 0u) | ((want & ZPE_OUT) ? EPOLLOUT : 0u);
+  ev.data.fd = fd;
+  if (st & ZPE_ADDED) {
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+      epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+  } else if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST) {
+    epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev);
+  }
+  (void)zpoll_set_state(p, fd, (st & ZPE_OWNED) | ZPE_ADDED | want);
+}
+
+void zpoll_watch(zpoll *p, int fd, int what) {
+  unsigned st = zpoll_state(p, fd), want;
+  if (what == 0 && (st & (ZPE_OWNED | ZPE_ADDED)) == (ZPE_OWNED | ZPE_ADDED)) {
+    if (st & (ZPE_IN | ZPE_OUT)) zpoll_ctl(p, fd, 0, st);  /* parked */
     return;
   }
-  memset(&ev, 0, sizeof ev);
-  ev.events = ((what & ZPOLL_IN) ? EPOLLIN : 0u) | ((what & ZPOLL_OUT) ? EPOLLOUT : 0u);
-  ev.data.fd = fd;
-  if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
-    epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+  if (what == 0) {
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);  /* fails harmlessly if curl closed it already */
+    (void)zpoll_set_state(p, fd, st & ZPE_OWNED);
+    return;
+  }
+  want = ((what & ZPOLL_IN) ? ZPE_IN : 0u) | ((what & ZPOLL_OUT) ? ZPE_OUT : 0u);
+  zpoll_ctl(p, fd, want, st);  /* even when st says it is so: st may predate a close */
+}
+
+void zpoll_own(zpoll *p, int fd) {
+  (void)zpoll_set_state(p, fd, ZPE_OWNED);  /* a new socket: not in the set, whatever its number was */
+}
+
+void zpoll_forget(zpoll *p, int fd) {
+  /* deleted before the close, not by it: a forked child holding the socket would keep it in the
+   * set, reporting for an fd number that is no longer it */
+  if (zpoll_state(p, fd) & ZPE_ADDED) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
+  (void)zpoll_set_state(p, fd, 0);
 }
 
 /* timerfd_settime costs 5-20 us in a VM, so it is called only when what is armed changes. */
@@ -111,6 +175,12 @@ int zpoll_wait(zpoll *p, long ms, zpoll_event *evs, int max) {
       p->armed_ms = -1;  /* one-shot: it fired */
       evs[k].fd = -1;
       evs[k++].what = ZPOLL_IN;
+      continue;
+    }
+    if ((zpoll_state(p, ev[i].data.fd) & (ZPE_ADDED | ZPE_IN | ZPE_OUT)) == ZPE_ADDED) {
+      /* a parked socket's error or hang-up: curl finds it dead when it next looks */
+      epoll_ctl(p->epfd, EPOLL_CTL_DEL, ev[i].data.fd, NULL);
+      (void)zpoll_set_state(p, ev[i].data.fd, ZPE_OWNED);
       continue;
     }
     evs[k].fd = ev[i].data.fd;

@@ -133,6 +133,15 @@ void zpoll_watch(zpoll *p, int fd, int what) {
 #endif
 }
 
+/* closing an fd takes its filters out of every kqueue: nothing to keep */
+void zpoll_own(zpoll *p, int fd) {
+  (void)p; (void)fd;
+}
+
+void zpoll_forget(zpoll *p, int fd) {
+  zpoll_watch(p, fd, 0);
+}
+
 void zpoll_arm(zpoll *p, long long due) {
   if (due == p->armed_ms) return;
 #if !ZPOLL_KQUEUE_POLLABLE

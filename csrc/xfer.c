@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #define ZXFER_SMALL_BUFFER (1u << 20)      /* keep at most this much reply buffer between requests */
@@ -108,9 +109,21 @@ static curl_socket_t zxfer_on_opensocket(void *userp, curlsocktype purpose, stru
   curl_socket_t fd;
   (void)purpose;
   fd = socket(addr->family, addr->socktype, addr->protocol);
-  if (fd == CURL_SOCKET_BAD) x->socket_errno = errno;
-  else fcntl(fd, F_SETFD, FD_CLOEXEC);
+  if (fd == CURL_SOCKET_BAD) {
+    x->socket_errno = errno;
+    return fd;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  if (x->eng->poll != NULL) zpoll_own(x->eng->poll, (int)fd);  /* its close comes below */
   return fd;
+}
+
+/* curl closes what zxfer_on_opensocket opened here, with the engine (which outlives its
+ * connections: they close in curl_multi_cleanup) as userp, not a transfer (which may not). */
+static int zxfer_on_closesocket(void *userp, curl_socket_t fd) {
+  zeng *e = userp;
+  if (e->poll != NULL) zpoll_forget(e->poll, (int)fd);
+  return close(fd);
 }
 
 /* ---- transfers ---- */
@@ -144,6 +157,8 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, zxfer_on_opensocket);
   curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x);
+  curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, zxfer_on_closesocket);
+  curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, e);
 #if LIBCURL_VERSION_NUM >= 0x075500
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #else

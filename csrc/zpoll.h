@@ -39,6 +39,12 @@ const char *zpoll_name(void);
 int zpoll_single_fd(void);
 /* Watches fd for what (ZPOLL_IN | ZPOLL_OUT); what 0 stops watching it. */
 void zpoll_watch(zpoll *p, int fd, int what);
+/* fd is a socket whose closing the set will hear of (zpoll_forget comes first): when its watching
+ * stops, it may stay in the OS's set, idle, so that a kept connection's next request costs no
+ * change there; activity while unwatched takes it out and is not reported. */
+void zpoll_own(zpoll *p, int fd);
+/* fd is about to be closed: out of the set, and no longer owned. */
+void zpoll_forget(zpoll *p, int fd);
 /* Arms the timer for an absolute time on the monotonic clock of zpoll_now_ms (a time already past
  * fires at once); < 0 disarms it. Does nothing when that is what is armed already. */
 void zpoll_arm(zpoll *p, long long due_ms);

@@ -25,7 +25,7 @@ HTTP_FAULTS = ("status500", "html502", "invalid_json", "ratelimit", "unauthorize
 # Fault kinds that do something first, then let the request run normally.
 PRE_FAULTS = ("delay", "gc")
 # Fault kinds that run the request normally and then mangle the delivery.
-DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle", "close_after_reply")
+DELIVERY_FAULTS = ("close_after_headers", "truncate", "trickle", "close_after_reply", "reset_after_reply")
 FAULT_KINDS = TRANSPORT_FAULTS + HTTP_FAULTS + PRE_FAULTS + DELIVERY_FAULTS
 DEFAULT_RANDOM_KINDS = ("reset", "status500", "html502", "invalid_json", "ratelimit",
                         "truncate", "close_after_headers")

@@ -271,6 +271,14 @@ class Handler(BaseHTTPRequestHandler):
                 # a server does when it drops an idle keep-alive connection just after a reply
                 self.wfile.write(head + body)
                 self.close_connection = True
+            elif mode == "reset_after_reply":
+                # the whole reply, keep-alive, then the idle connection ends with an RST
+                self.wfile.write(head + body)
+                self.wfile.flush()
+                self.server.realm.stopping.wait(fault.get("seconds", 0.2))
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()   # before socketserver's shutdown, which would send a FIN first
+                self.close_connection = True
             elif mode == "trickle":
                 data = head + body
                 for i in range(len(data)):

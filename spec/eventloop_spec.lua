@@ -94,6 +94,25 @@ describe("event loops", function()
     q:close()
   end)
 
+  it("an idle kept connection the server resets wakes its loop at most once, then the next request reconnects", function()
+    -- between requests a kept connection's socket stays in the poller, parked with no events: a
+    -- reset still reports there, and must take it out rather than leave the fd readable for ever
+    local q = client:queue{ event_types = { "message" } }
+    assert(q:register())
+    srv:control("POST", "/test/fault", { kind = "reset_after_reply", path = "/api/v1/events", seconds = 0.1 })
+    assert(q:get_events{ dont_block = true })
+    local t0, wakes = core.now(), 0
+    while core.now() - t0 < 0.6 and wakes <= 5 do
+      if #assert(core.wait({ client:pollfd() }, 0.6 - (core.now() - t0))) == 1 then
+        wakes = wakes + 1
+        assert.are.same({}, assert(client:step(0)))
+      end
+    end
+    assert.is_true(wakes <= 1, ("%d wake-ups"):format(wakes))
+    assert.are.same({}, assert(q:get_events{ dont_block = true }))
+    q:close()
+  end)
+
   it("a long-poll that outlives connect_timeout does not wake its loop until its reply", function()
     -- curl's connect timer stays armed after the connection is made: a request that outlives it
     -- gets the engine's own connect deadline, which goes once the request is out
