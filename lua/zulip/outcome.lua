@@ -75,7 +75,9 @@ function M.of(x)
     local _, msg, err = errors.fail(errors.new("PROTOCOL", "no request has finished"))
     return nil, msg, err, { sent = false }
   end
-  local reply, msg, err = M.classify(res, function() return x:raw() end)
+  -- the raw text only matters for a reply that is not JSON: no closure made for the others
+  local raw = type(res.body) ~= "table" and function() return x:raw() end or nil
+  local reply, msg, err = M.classify(res, raw)
   return reply, msg, err, res
 end
 

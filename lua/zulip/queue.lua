@@ -200,6 +200,12 @@ local function failure(q, st, eng, msg, err, kind)
   eng.timers[q] = st._wake
 end
 
+-- What a request made by hand (register, get_events) ended with, for manual() to return: kept in
+-- fields of the state, not a table made per request.
+local function reply(st, r, msg, err)
+  st._replied, st._r, st._rmsg, st._rerr = true, r, msg, err
+end
+
 -- A request that could not even start (out of memory, a closed client): like a failed one.
 local function start(q, st, kind, method, path, body, timeout)
   local ok, msg = st._x:start(method, path, body, timeout)
@@ -208,7 +214,7 @@ local function start(q, st, kind, method, path, body, timeout)
     return
   end
   local _, m, err = errors.fail(errors.new("NETWORK", "cannot start the request: " .. tostring(msg)))
-  if st._manual then st._reply = { msg = m, err = err } else failure(q, st, st._eng, m, err, kind) end
+  if st._manual then reply(st, nil, m, err) else failure(q, st, st._eng, m, err, kind) end
 end
 
 local function start_register(q, st)
@@ -295,7 +301,7 @@ function Queue:_finished(eng)
   if st._manual then
     local r, m, e
     if kind == "register" then r, m, e = finish_register(st) else r, m, e = finish_poll(st) end
-    st._reply = { r = r, msg = m, err = e }
+    reply(st, r, m, e)
     return
   end
   local result, msg, err
@@ -355,13 +361,14 @@ local function manual(q, st, starter, dont_block)
   st._manual, st._auto = true, false
   eng.unsettled[q] = true
   if st._busy then st._x:cancel() end
-  st._busy, st._wake, st._reply = nil, nil, nil
+  st._busy, st._wake, st._replied = nil, nil, false
   eng.timers[q] = nil
   starter(q, st, dont_block)
   while st._busy and not st.closed do eng:pump(nil) end
-  local r = st._reply or { msg = "zulip: queue is closed" }
-  st._reply = nil
-  return r.r, r.msg, r.err
+  if not st._replied then return nil, "zulip: queue is closed" end
+  local r, msg, err = st._r, st._rmsg, st._rerr
+  st._replied, st._r, st._rmsg, st._rerr = false, nil, nil, nil
+  return r, msg, err
 end
 
 --- Register the queue (`POST /api/v1/register`).
