@@ -39,9 +39,10 @@ const char *zpoll_name(void);
 int zpoll_single_fd(void);
 /* Watches fd for what (ZPOLL_IN | ZPOLL_OUT); what 0 stops watching it. */
 void zpoll_watch(zpoll *p, int fd, int what);
-/* fd is a socket whose closing the set will hear of (zpoll_forget comes first): when its watching
- * stops, it may stay in the OS's set, idle, so that a kept connection's next request costs no
- * change there; activity while unwatched takes it out and is not reported. */
+/* fd is a socket whose closing the set will hear of (zpoll_forget comes first). epoll: when its
+ * watching stops, it stays in the OS's set with no events (a kept connection's next request then
+ * costs one cheap change there); an error or hang-up meanwhile takes it out unreported, and the
+ * end of its input reports nothing. The other pollers keep nothing. */
 void zpoll_own(zpoll *p, int fd);
 /* fd is about to be closed: out of the set, and no longer owned. */
 void zpoll_forget(zpoll *p, int fd);

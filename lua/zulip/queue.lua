@@ -361,7 +361,8 @@ local function manual(q, st, starter, dont_block)
   st._manual, st._auto = true, false
   eng.unsettled[q] = true
   if st._busy then st._x:cancel() end
-  st._busy, st._wake, st._replied = nil, nil, false
+  st._busy, st._wake = nil, nil
+  st._replied, st._r, st._rmsg, st._rerr = false, nil, nil, nil
   eng.timers[q] = nil
   starter(q, st, dont_block)
   while st._busy and not st.closed do eng:pump(nil) end
