@@ -94,7 +94,7 @@ describe("event loops", function()
     q:close()
   end)
 
-  it("an idle kept connection the server resets wakes its loop at most once, then the next request reconnects", function()
+  it("an idle kept connection the server resets wakes its loop at most once; the next request reconnects", function()
     -- between requests a kept connection's socket stays in the poller, parked with no events: a
     -- reset still reports there, and must take it out rather than leave the fd readable for ever
     local q = client:queue{ event_types = { "message" } }
