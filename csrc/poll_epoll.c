@@ -33,23 +33,23 @@ static unsigned zpoll_state(const zpoll *p, int fd) {
   return fd >= 0 && fd < p->fdst_len ? p->fdst[fd] : 0u;
 }
 
-/* Records st for fd; 0, or -1 when out of memory (the set then keeps no state for it). */
-static int zpoll_set_state(zpoll *p, int fd, unsigned st) {
-  if (fd < 0) return -1;
+/* Records st for fd; out of memory, the set keeps no state for it (and so deletes it from the
+ * epoll set when its watching stops, as for a socket not owned). */
+static void zpoll_set_state(zpoll *p, int fd, unsigned st) {
+  if (fd < 0) return;
   if (fd >= p->fdst_len) {
     int len = p->fdst_len ? p->fdst_len : 64;
     unsigned char *more;
-    if (st == 0) return 0;
+    if (st == 0) return;
     while (len <= fd && len < (1 << 24)) len *= 2;
-    if (len <= fd) return -1;
+    if (len <= fd) return;
     more = realloc(p->fdst, (size_t)len);
-    if (more == NULL) return -1;
+    if (more == NULL) return;
     memset(more + p->fdst_len, 0, (size_t)(len - p->fdst_len));
     p->fdst = more;
     p->fdst_len = len;
   }
   p->fdst[fd] = (unsigned char)st;
-  return 0;
 }
 
 const char *zpoll_name(void) {
@@ -119,7 +119,7 @@ static void zpoll_ctl(zpoll *p, int fd, unsigned want, unsigned st) {
   } else if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST) {
     epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev);
   }
-  (void)zpoll_set_state(p, fd, (st & ZPE_OWNED) | ZPE_ADDED | want);
+  zpoll_set_state(p, fd, (st & ZPE_OWNED) | ZPE_ADDED | want);
 }
 
 void zpoll_watch(zpoll *p, int fd, int what) {
@@ -130,7 +130,7 @@ void zpoll_watch(zpoll *p, int fd, int what) {
   }
   if (what == 0) {
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);  /* fails harmlessly if curl closed it already */
-    (void)zpoll_set_state(p, fd, st & ZPE_OWNED);
+    zpoll_set_state(p, fd, st & ZPE_OWNED);
     return;
   }
   want = ((what & ZPOLL_IN) ? ZPE_IN : 0u) | ((what & ZPOLL_OUT) ? ZPE_OUT : 0u);
@@ -138,14 +138,14 @@ void zpoll_watch(zpoll *p, int fd, int what) {
 }
 
 void zpoll_own(zpoll *p, int fd) {
-  (void)zpoll_set_state(p, fd, ZPE_OWNED);  /* a new socket: not in the set, whatever its number was */
+  zpoll_set_state(p, fd, ZPE_OWNED);  /* a new socket: not in the set, whatever its number was */
 }
 
 void zpoll_forget(zpoll *p, int fd) {
   /* deleted before the close, not by it: a forked child holding the socket would keep it in the
    * set, reporting for an fd number that is no longer it */
   if (zpoll_state(p, fd) & ZPE_ADDED) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
-  (void)zpoll_set_state(p, fd, 0);
+  zpoll_set_state(p, fd, 0);
 }
 
 /* timerfd_settime costs 5-20 us in a VM, so it is called only when what is armed changes. */
@@ -180,7 +180,7 @@ int zpoll_wait(zpoll *p, long ms, zpoll_event *evs, int max) {
     if ((zpoll_state(p, ev[i].data.fd) & (ZPE_ADDED | ZPE_IN | ZPE_OUT)) == ZPE_ADDED) {
       /* a parked socket's error or hang-up: curl finds it dead when it next looks */
       epoll_ctl(p->epfd, EPOLL_CTL_DEL, ev[i].data.fd, NULL);
-      (void)zpoll_set_state(p, ev[i].data.fd, ZPE_OWNED);
+      zpoll_set_state(p, ev[i].data.fd, ZPE_OWNED);
       continue;
     }
     evs[k].fd = ev[i].data.fd;
