@@ -33,6 +33,11 @@ static unsigned zpoll_state(const zpoll *p, int fd) {
   return fd >= 0 && fd < p->fdst_len ? p->fdst[fd] : 0u;
 }
 
+/* In the epoll set for no events. */
+static int zpoll_parked(unsigned st) {
+  return (st & (ZPE_ADDED | ZPE_IN | ZPE_OUT)) == ZPE_ADDED;
+}
+
 /* Records st for fd; out of memory, the set keeps no state for it (and so deletes it from the
  * epoll set when its watching stops, as for a socket not owned). */
 static void zpoll_set_state(zpoll *p, int fd, unsigned st) {
@@ -124,11 +129,11 @@ static void zpoll_ctl(zpoll *p, int fd, unsigned want, unsigned st) {
 
 void zpoll_watch(zpoll *p, int fd, int what) {
   unsigned st = zpoll_state(p, fd), want;
-  if (what == 0 && (st & (ZPE_OWNED | ZPE_ADDED)) == (ZPE_OWNED | ZPE_ADDED)) {
-    if (st & (ZPE_IN | ZPE_OUT)) zpoll_ctl(p, fd, 0, st);  /* parked */
-    return;
-  }
   if (what == 0) {
+    if ((st & (ZPE_OWNED | ZPE_ADDED)) == (ZPE_OWNED | ZPE_ADDED)) {
+      if (!zpoll_parked(st)) zpoll_ctl(p, fd, 0, st);  /* parked: stays, with no events */
+      return;
+    }
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);  /* fails harmlessly if curl closed it already */
     zpoll_set_state(p, fd, st & ZPE_OWNED);
     return;
@@ -177,7 +182,7 @@ int zpoll_wait(zpoll *p, long ms, zpoll_event *evs, int max) {
       evs[k++].what = ZPOLL_IN;
       continue;
     }
-    if ((zpoll_state(p, ev[i].data.fd) & (ZPE_ADDED | ZPE_IN | ZPE_OUT)) == ZPE_ADDED) {
+    if (zpoll_parked(zpoll_state(p, ev[i].data.fd))) {
       /* a parked socket's error or hang-up: curl finds it dead when it next looks */
       epoll_ctl(p->epfd, EPOLL_CTL_DEL, ev[i].data.fd, NULL);
       zpoll_set_state(p, ev[i].data.fd, ZPE_OWNED);
