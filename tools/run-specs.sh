@@ -4,7 +4,8 @@
 # The versions run side by side (the suite mostly waits on servers and timers; every spec's
 # servers have ports of their own), at most SPEC_JOBS at a time (default: all of them; 1 runs
 # them one after the other). Prints busted's own report per version, in the order given, then
-# one line "N passed, N failed".
+# one line "N passed, N failed". Each version's TMPDIR is a directory of this run's own, removed
+# at the end: what the specs make there (TLS material, server logs) does not outlive the run.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -22,6 +23,8 @@ trap 'rm -rf "$work"' EXIT
 
 run_one() {  # version: busted's report into $work/$1.out, its exit status into $work/$1.rc
   case "$1" in luajit) bin=luajit ;; *) bin="lua$1" ;; esac
+  mkdir -p "$work/$1.tmp"
+  TMPDIR="$work/$1.tmp" \
   LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/?.lua;;" \
   LUA_CPATH="$root/build/$1${ZULIP_BUILD_TAG:-}/?.so;;" \
   ZULIP_TEST_LUA="$1" \

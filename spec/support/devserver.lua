@@ -236,11 +236,23 @@ for who in server client; do
 done
 ]]
 
+-- A value whose finalizer runs fn when it is collected, at the latest when the Lua state closes
+-- (busted closes it on exit under 5.2 and later; tools/run-specs.sh removes its TMPDIR for all).
+local function at_close(fn)
+  if newproxy then -- Lua 5.1 and LuaJIT: a table has no __gc there
+    local p = newproxy(true)
+    getmetatable(p).__gc = fn
+    return p
+  end
+  return setmetatable({}, { __gc = fn })
+end
+
 --- Self-signed CA plus a server certificate (127.0.0.1, localhost) and a
--- client certificate signed by it; generated on first use.
+-- client certificate signed by it; generated on first use, removed when this Lua process ends.
 function M.tls_files()
   if not tls_files then
     local dir = make_temp_dir("lua-zulip-tls")
+    local remover = at_close(function() run("rm -rf " .. quote(dir)) end)
     if not run("sh -c " .. quote(CERT_SCRIPT) .. " sh " .. quote(dir) .. " >"
                .. quote(dir .. "/openssl.log") .. " 2>&1") then
       error("generating TLS certificates failed:\n" .. (read_file(dir .. "/openssl.log") or ""), 2)
@@ -249,6 +261,7 @@ function M.tls_files()
       dir = dir, ca_file = dir .. "/ca.pem",
       server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
       client_cert = dir .. "/client.pem", client_key = dir .. "/client.key",
+      remover = remover,
     }
   end
   return tls_files
