@@ -64,7 +64,7 @@ struct zxfer {
   enum zxfer_state state;
   zxfer *prev, *next;          /* in eng->running */
   zxfer *next_done;            /* in eng->done */
-  char *url;                   /* base_url + path of the current request */
+  char *target;                /* the site's path + the path and query of the current request */
   char *body;                  /* the reply body, body_len bytes, NUL after them */
   size_t body_len, body_cap;
   size_t header_bytes;         /* of the reply so far, for the header limit */

@@ -252,6 +252,33 @@ describe("client", function()
     end)
   end)
 
+  describe("sends each request to its path on the site", function()
+    local function last_request()
+      local reqs = srv:control("GET", "/test/requests?n=1").requests
+      return reqs[#reqs]
+    end
+
+    it("with the query as given, on a site at the server's root", function()
+      local c = client()
+      assert(c:request("GET", "users/me", { client_gravatar = true }))
+      local r = last_request()
+      assert.are.equal("/api/v1/users/me", r.path)
+      assert.are.equal("client_gravatar=true", r.query)
+      c:close()
+    end)
+
+    it("under the site's own path when the site has one", function()
+      local c = client{ site = srv.site .. "/chat/" }  -- the dev server has nothing there: a 404
+      local reply, msg = c:request("GET", "users/me", { client_gravatar = true })
+      assert.is_nil(reply)
+      assert.matches("404", msg)
+      local r = last_request()
+      assert.are.equal("/chat/api/v1/users/me", r.path)
+      assert.are.equal("client_gravatar=true", r.query)
+      c:close()
+    end)
+  end)
+
   describe("requests recover with the policy, bounded", function()
     it("retries a GET after the connection was reset", function()
       fault("reset", "/api/v1/users/me")
