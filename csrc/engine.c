@@ -27,10 +27,17 @@ int zsess_strset(char **slot, const char *value) {
   return 0;
 }
 
+const char *zsess_site_path(const char *site) {
+  const char *p = strstr(site, "://");
+  p = p ? strchr(p + 3, '/') : NULL;
+  return p ? p : "";
+}
+
 zsess *zsess_new(void) {
   zsess *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   s->refs = 1;
+  s->site_path = "";
   s->connect_timeout_ms = 10000;
   s->max_reply_bytes = (size_t)256 << 20;
   s->low_speed_limit = 1024;

@@ -20,6 +20,8 @@
 typedef struct zsess {
   int refs;
   char *base_url;              /* "https://chat.example.com", no trailing slash */
+  const char *site_path;       /* in base_url: its path ("/zulip"), which every request target
+                                * starts with; "" for most sites (zsess_site_path) */
   char *api_key;               /* secret: never printed; kept only to scrub it from the trace */
   char *userpwd_b64;           /* base64 of "email:key", only to scrub it from the trace */
   char *user_agent;
@@ -91,6 +93,7 @@ zsess *zsess_new(void);                         /* NULL when out of memory */
 void zsess_release(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
 int zsess_headers(zsess *s);                    /* makes s->headers (credentials, user agent); 0 ok */
 int zsess_strset(char **slot, const char *value); /* copies value into *slot (wiping the old); 0 ok */
+const char *zsess_site_path(const char *site);    /* "/zulip" of "https://example.com/zulip", else "" */
 
 /* Engines. zeng_new returns NULL with a reason in err. */
 zeng *zeng_new(zsess *s, char *err, size_t errlen);

@@ -22,14 +22,6 @@ static int zxfer_unsendable(const char *p) {
   return 0;
 }
 
-/* The path of a site ("/zulip" of "https://example.com/zulip"; "" for most), which every request
- * target starts with. */
-static const char *zxfer_site_path(const char *site) {
-  const char *p = strstr(site, "://");
-  p = p ? strchr(p + 3, '/') : NULL;
-  return p ? p : "";
-}
-
 /* Seconds as Retry-After gives them ("120", "0.5"), independent of the C locale (strtod follows
  * LC_NUMERIC, which a host may have set); else the HTTP-date form. < 0 when neither. */
 static double zxfer_seconds(const char *v, size_t n) {
@@ -390,8 +382,7 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
   zeng *e = x->eng;
   zsess *s = e->sess;
   CURL *h = x->easy;
-  const char *site_path = zxfer_site_path(s->base_url);
-  size_t bl = strlen(site_path), pl = strlen(path_query);
+  size_t bl = strlen(s->site_path), pl = strlen(path_query);
   int has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
   char *target;
   CURLMcode mrc;
@@ -431,7 +422,7 @@ int zxfer_start(zxfer *x, const char *method, const char *path_query, const char
     snprintf(x->errbuf, sizeof x->errbuf, "out of memory");
     return -1;
   }
-  memcpy(target, site_path, bl);
+  memcpy(target, s->site_path, bl);
   memcpy(target + bl, path_query, pl + 1);
   free(x->target);
   x->target = target;
