@@ -17,11 +17,21 @@
 #include <curl/curl.h>
 #include "zpoll.h"
 
+#if LIBCURL_VERSION_NUM >= 0x073f00  /* CURLOPT_CURLU: 7.63 */
+#define ZSESS_CURLU 1
+typedef CURLU zsess_url;
+#else
+#define ZSESS_CURLU 0
+typedef void zsess_url;
+#endif
+
 typedef struct zsess {
   int refs;
   char *base_url;              /* "https://chat.example.com", no trailing slash */
   const char *site_path;       /* in base_url: its path ("/zulip"), which every request target
                                 * starts with; "" for most sites (zsess_site_path) */
+  zsess_url *url;              /* base_url parsed once, which each transfer is given (CURLOPT_CURLU);
+                                * NULL when curl could not parse it (curl then says why per request) */
   char *api_key;               /* secret: never printed; kept only to scrub it from the trace */
   char *userpwd_b64;           /* base64 of "email:key", only to scrub it from the trace */
   char *user_agent;
@@ -94,6 +104,7 @@ void zsess_release(zsess *s);                   /* drops one reference; frees (a
 int zsess_headers(zsess *s);                    /* makes s->headers (credentials, user agent); 0 ok */
 int zsess_strset(char **slot, const char *value); /* copies value into *slot (wiping the old); 0 ok */
 const char *zsess_site_path(const char *site);    /* "/zulip" of "https://example.com/zulip", else "" */
+int zsess_set_site(zsess *s, const char *site);   /* base_url, site_path and url; 0 ok, -1 out of memory */
 
 /* Engines. zeng_new returns NULL with a reason in err. */
 zeng *zeng_new(zsess *s, char *err, size_t errlen);

@@ -84,8 +84,7 @@ int zulip_session_new(lua_State *L) {
   lua_pushfstring(L, "%s at %s", email, site);
   failed |= zsess_strset(&u->label, lua_tostring(L, -1));
   lua_pop(L, 1);
-  failed |= zsess_strset(&s->base_url, site);
-  if (s->base_url) s->site_path = zsess_site_path(s->base_url);
+  failed |= zsess_set_site(s, site);
   failed |= zsess_strset(&s->api_key, key);
   lua_pushfstring(L, "%s:%s", email, key);
   s->userpwd_b64 = ztrace_base64(lua_tostring(L, -1));

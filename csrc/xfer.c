@@ -163,6 +163,9 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
    * (zxfer_start), which libcurl copies as it is: parsing a URL per request and putting its query
    * through libcurl's printf, a byte at a time, cost a quarter of its request path */
   curl_easy_setopt(h, CURLOPT_URL, s->base_url);
+#if ZSESS_CURLU
+  if (s->url != NULL) curl_easy_setopt(h, CURLOPT_CURLU, s->url);  /* parsed once (zsess_set_site) */
+#endif
 #if LIBCURL_VERSION_NUM >= 0x075500
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #else

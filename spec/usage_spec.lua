@@ -161,6 +161,8 @@ describe("misuse errors name the caller's line", function()
       ["https://chat.example.com/#top"] = "has a '%?' or '#'",
       ["https://:443"] = "has no host name",
       ["http://chat.example.com:90a"] = "has a port that is not a number",
+      ["http://chat.example.com:99999"] = "has a port out of range %(1 to 65535%)",
+      ["http://chat.example.com:0"] = "has a port out of range",
     } do
       local at = next_line()
       local e = error_of(function() zulip.client(opts{ site = site }) end)

@@ -94,9 +94,9 @@ function M.normalize_site(site)
   return site
 end
 
---- Check a normalised site: the scheme is `http` or `https`, there is a host, and nothing a
--- base URL cannot have (spaces or other blanks, a query `?`, a fragment `#`). Raises
--- `"zulip: site ... "` naming `where` the site came from; returns the site.
+--- Check a normalised site: the scheme is `http` or `https`, there is a host, a port (if any)
+-- from 1 to 65535, and nothing a base URL cannot have (spaces or other blanks, a query `?`, a
+-- fragment `#`). Raises `"zulip: site ... "` naming `where` the site came from; returns the site.
 -- @tparam string site as `normalize_site` returns it
 -- @tparam[opt] string where e.g. `"option 'site'"`
 -- @treturn string the site
@@ -120,6 +120,8 @@ function M.check_site(site, where)
   if host == nil or host == "" then bad("has no host name") end
   local port = authority:gsub("^.*@", ""):sub(#host + 1)
   if port ~= "" and not port:match("^:%d+$") then bad("has a port that is not a number") end
+  local n = tonumber(port:sub(2))
+  if n and (n < 1 or n > 65535) then bad("has a port out of range (1 to 65535)") end
   return site
 end
 
