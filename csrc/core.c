@@ -1,5 +1,10 @@
 /* core.c: luaopen_zulip_core, the module's only exported symbol, and the small functions that
  * belong to no type: decode, the JSON null sentinel, a monotonic clock and a sleep. */
+#if defined(__linux__)
+#define _GNU_SOURCE              /* dladdr (zulip_core_pin) */
+#elif defined(__APPLE__)
+#define _DARWIN_C_SOURCE
+#endif
 #define _POSIX_C_SOURCE 200809L
 #include "compat.h"
 #include "enginelib.h"
@@ -12,6 +17,9 @@
 #include <errno.h>
 #include <time.h>
 #include <sys/utsname.h>
+#if defined(__linux__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
 
 #ifndef ZULIP_VERSION
 #error "ZULIP_VERSION must be defined by the build (see the Makefile and the rockspec)"
@@ -65,6 +73,26 @@ static void zulip_core_sysname(lua_State *L) {
   else lua_pushliteral(L, "Unix");
 }
 
+/* Once loaded, the module stays loaded. Lua unloads a C module when its state closes, and with it
+ * the libraries that only the module holds: libcurl, whose threaded resolver may still be looking
+ * up a name for a request that has been cancelled, and libkqueue (kqueue off macOS and the BSDs),
+ * which runs a thread of its own. A thread left running in unmapped code takes the process down
+ * later (with libkqueue, at exit: about one short script in 120, on a busy machine). */
+__attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L);
+
+static void zulip_core_pin(void) {
+#if (defined(__linux__) || defined(__APPLE__)) && defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
+  static int pinned = 0;
+  union { int (*fn)(lua_State *); void *ptr; } self;  /* a function's address, as dladdr takes it */
+  Dl_info info;
+  if (pinned) return;
+  pinned = 1;
+  self.fn = luaopen_zulip_core;
+  if (dladdr(self.ptr, &info) != 0 && info.dli_fname != NULL)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+#endif
+}
+
 static const luaL_Reg zulip_core_functions[] = {
   {"decode", zulip_core_decode},
   {"session", zulip_session_new},
@@ -82,6 +110,7 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "libcurl failed to initialise");
     curl_ready = 1;
   }
+  zulip_core_pin();
   zulip_session_open(L);
   zulip_enginelib_open(L);
   luaL_newlib(L, zulip_core_functions);

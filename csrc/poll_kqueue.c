@@ -34,6 +34,16 @@
 #define ZPOLL_KQUEUE_POLLABLE 1  /* the kernel's kqueue: its fd is readable while events are pending */
 #endif
 
+#if !ZPOLL_KQUEUE_POLLABLE && defined(__linux__)  /* libkqueue on Linux */
+#define ZPOLL_LIBKQUEUE 1
+/* libkqueue frees a closed kqueue's descriptors later, from its thread. Newer versions finish that
+ * on request (exported, though not in its header); with it, closing a client frees its
+ * descriptors at once, as closing a kernel kqueue does. */
+extern void libkqueue_drain_pending_close(void) __attribute__((weak));
+#else
+#define ZPOLL_LIBKQUEUE 0
+#endif
+
 #define ZPOLL_TIMER_ID 1  /* the timer's ident; timers have an ident space of their own */
 
 struct zpoll {
@@ -98,6 +108,9 @@ zpoll *zpoll_new(char *err, size_t errlen) {
 void zpoll_free(zpoll *p) {
   if (p == NULL) return;
   if (p->kq >= 0) close(p->kq);
+#if ZPOLL_LIBKQUEUE
+  if (p->kq >= 0 && libkqueue_drain_pending_close != NULL) libkqueue_drain_pending_close();
+#endif
 #if !ZPOLL_KQUEUE_POLLABLE
   zpoll_set_free(&p->set);
 #endif

@@ -269,3 +269,70 @@ describe("queue lifetimes", function()
     c:close()
   end)
 end)
+
+-- A host that closes its Lua state and goes on (a C program with a state per task, an editor that
+-- reloads a plugin) must not lose the libraries zulip.core brought: libcurl's resolver thread may
+-- still be looking up a name for a cancelled request, and libkqueue (the kqueue core off macOS)
+-- runs a thread of its own. Lua unloads a C module with its state; zulip.core stays loaded.
+describe("a Lua state that closes", function()
+  it("leaves zulip.core and libcurl loaded, and the next state loads zulip.core again", function()
+    local v = os.getenv("ZULIP_TEST_LUA") or "5.4"
+    local pkg = v == "luajit" and "luajit" or ("lua" .. v)
+    local dir = util.tmpdir()
+    util.write_file(dir .. "/host.c", [[
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <string.h>
+static int mapped(const char *name) {
+  char line[1024];
+  int n = 0;
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (f == NULL) return -1;
+  while (fgets(line, sizeof line, f)) if (strstr(line, name)) n++;
+  fclose(f);
+  return n;
+}
+int main(int argc, char **argv) {
+  int round;
+  for (round = 1; round <= 3; round++) {
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    if (argc < 2 || luaL_dostring(L, argv[1])) {
+      printf("error: %s\n", argc < 2 ? "no chunk" : lua_tostring(L, -1));
+      return 1;
+    }
+    lua_close(L);
+    printf("round %d closed: core %d libcurl %d\n", round, mapped("/zulip/core.so"), mapped("libcurl"));
+  }
+  return 0;
+}
+]])
+    local build = "cc -o " .. util.shquote(dir .. "/host") .. " " .. util.shquote(dir .. "/host.c")
+      .. " $(pkg-config --cflags --libs " .. pkg .. ") 2>&1"
+    local p = assert(io.popen(build))
+    local out = p:read("*a")
+    assert.is_truthy(p:close(), "cc: " .. out)
+    -- a client with a request in flight (to a port that refuses) when the state closes
+    local chunk = [[
+      local zulip = require("zulip")
+      local c = zulip.client{ site = "http://127.0.0.1:1", email = "bot@example.com", api_key = ("k"):rep(32),
+                              on_log = function() end }
+      c:request("GET", "users/me", nil, function() end)
+      c:step(0)
+    ]]
+    local cmd = ("cd %s && LUA_PATH=%s LUA_CPATH=%s timeout 30 %s %s 2>&1"):format(util.shquote(util.root),
+      util.shquote(package.path), util.shquote(package.cpath), util.shquote(dir .. "/host"), util.shquote(chunk))
+    p = assert(io.popen(cmd))
+    out = p:read("*a")
+    local ok = p:close()
+    os.execute("rm -rf " .. util.shquote(dir))
+    assert.is_truthy(ok, out)
+    for round = 1, 3 do
+      local core, curl = out:match("round " .. round .. " closed: core (%-?%d+) libcurl (%-?%d+)\n")
+      assert.is_truthy(core, out)
+      assert.is_true(tonumber(core) > 0 and tonumber(curl) > 0, out)
+    end
+  end)
+end)
