@@ -73,13 +73,13 @@ static void zulip_core_sysname(lua_State *L) {
   else lua_pushliteral(L, "Unix");
 }
 
+__attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L);
+
 /* Once loaded, the module stays loaded. Lua unloads a C module when its state closes, and with it
  * the libraries that only the module holds: libcurl, whose threaded resolver may still be looking
  * up a name for a request that has been cancelled, and libkqueue (kqueue off macOS and the BSDs),
  * which runs a thread of its own. A thread left running in unmapped code takes the process down
  * later (with libkqueue, at exit: about one short script in 120, on a busy machine). */
-__attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L);
-
 static void zulip_core_pin(void) {
 #if (defined(__linux__) || defined(__APPLE__)) && defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
   static int pinned = 0;

@@ -162,7 +162,8 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   /* the URL names the server only; each request's path and query go as its request target
    * (zxfer_start), which libcurl copies as it is: parsing a URL per request and putting its query
    * through libcurl's printf, a byte at a time, cost a quarter of its request path */
-  curl_easy_setopt(h, CURLOPT_URL, s->base_url);
+  curl_easy_setopt(h, CURLOPT_URL, s->base_url);  /* for a libcurl without CURLOPT_CURLU, or a site
+                                                   * it could not parse (it says why per request) */
 #if ZSESS_CURLU
   if (s->url != NULL) curl_easy_setopt(h, CURLOPT_CURLU, s->url);  /* parsed once (zsess_set_site) */
 #endif
