@@ -82,11 +82,8 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L);
  * later (with libkqueue, at exit: about one short script in 120, on a busy machine). */
 static void zulip_core_pin(void) {
 #if (defined(__linux__) || defined(__APPLE__)) && defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
-  static int pinned = 0;
   union { int (*fn)(lua_State *); void *ptr; } self;  /* a function's address, as dladdr takes it */
   Dl_info info;
-  if (pinned) return;
-  pinned = 1;
   self.fn = luaopen_zulip_core;
   if (dladdr(self.ptr, &info) != 0 && info.dli_fname != NULL)
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
@@ -109,8 +106,8 @@ __attribute__((visibility("default"))) int luaopen_zulip_core(lua_State *L) {
   if (!curl_ready) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "libcurl failed to initialise");
     curl_ready = 1;
+    zulip_core_pin();
   }
-  zulip_core_pin();
   zulip_session_open(L);
   zulip_enginelib_open(L);
   luaL_newlib(L, zulip_core_functions);

@@ -27,7 +27,7 @@ int zsess_strset(char **slot, const char *value) {
   return 0;
 }
 
-const char *zsess_site_path(const char *site) {
+static const char *zsess_site_path(const char *site) {
   const char *p = strstr(site, "://");
   p = p ? strchr(p + 3, '/') : NULL;
   return p ? p : "";

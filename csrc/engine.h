@@ -29,7 +29,7 @@ typedef struct zsess {
   int refs;
   char *base_url;              /* "https://chat.example.com", no trailing slash */
   const char *site_path;       /* in base_url: its path ("/zulip"), which every request target
-                                * starts with; "" for most sites (zsess_site_path) */
+                                * starts with; "" for most sites (zsess_set_site) */
   zsess_url *url;              /* base_url parsed once, which each transfer is given (CURLOPT_CURLU);
                                 * NULL when curl could not parse it (curl then says why per request) */
   char *api_key;               /* secret: never printed; kept only to scrub it from the trace */
@@ -103,7 +103,6 @@ zsess *zsess_new(void);                         /* NULL when out of memory */
 void zsess_release(zsess *s);                   /* drops one reference; frees (and wipes) at zero */
 int zsess_headers(zsess *s);                    /* makes s->headers (credentials, user agent); 0 ok */
 int zsess_strset(char **slot, const char *value); /* copies value into *slot (wiping the old); 0 ok */
-const char *zsess_site_path(const char *site);    /* "/zulip" of "https://example.com/zulip", else "" */
 int zsess_set_site(zsess *s, const char *site);   /* base_url, site_path and url; 0 ok, -1 out of memory */
 
 /* Engines. zeng_new returns NULL with a reason in err. */

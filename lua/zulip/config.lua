@@ -119,9 +119,11 @@ function M.check_site(site, where)
   local host = authority:gsub("^.*@", ""):match("^%[[%x:.]+%]") or authority:gsub("^.*@", ""):match("^[^:]*")
   if host == nil or host == "" then bad("has no host name") end
   local port = authority:gsub("^.*@", ""):sub(#host + 1)
-  if port ~= "" and not port:match("^:%d+$") then bad("has a port that is not a number") end
-  local n = tonumber(port:sub(2))
-  if n and (n < 1 or n > 65535) then bad("has a port out of range (1 to 65535)") end
+  if port ~= "" then
+    local n = tonumber(port:match("^:(%d+)$"))
+    if not n then bad("has a port that is not a number") end
+    if n < 1 or n > 65535 then bad("has a port out of range (1 to 65535)") end
+  end
   return site
 end
 
