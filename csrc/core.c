@@ -31,7 +31,7 @@ static int zulip_core_decode(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &len);
   char err[160];
   size_t pos = 0;
-  if (zulip_json_decode(L, s, len, ZULIP_JSON_MAXDEPTH, err, sizeof err, &pos)) return 1;
+  if (zulip_json_decode(L, s, len, ZULIP_JSON_MAXDEPTH, NULL, err, sizeof err, &pos)) return 1;
   lua_pushnil(L);
   lua_pushstring(L, err);
   lua_createtable(L, 0, 3);

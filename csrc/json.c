@@ -3,10 +3,15 @@
  * A recursive-descent parser that pushes Lua values directly (no
  * intermediate tree).  What makes it fast:
  *   - tables are presized from the size of the previous array/object seen at
- *     the same nesting depth (API payloads are lists of same-shaped records);
- *   - object keys and short string values go through small per-decode caches
- *     of Lua strings kept in stack slots, which skip lua_pushlstring's
- *     hashing and string-table probe for the strings that repeat;
+ *     the same nesting depth (API payloads are lists of same-shaped records),
+ *     in this text or, through zulip_json_hints, in the caller's previous one
+ *     (a queue's replies have the same shapes);
+ *   - object keys and short string values go through small caches of Lua
+ *     strings, which skip lua_pushlstring's hashing and string-table probe
+ *     for the strings that repeat: in a large text, caches of its own kept in
+ *     stack slots; in a small one (a poll's reply), caches that the Lua state
+ *     keeps between decodes, in a table in the registry, since the keys of one
+ *     reply are those of the next;
  *   - strings without escapes are found with an SSE2 (or word-at-a-time)
  *     scan and pushed straight from the input;
  *   - integers are accumulated in a uint64 and pushed as lua_Integer;
@@ -27,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HINT_LEVELS 32   /* depths with a table-size hint */
+#define HINT_LEVELS ZULIP_JSON_HINT_LEVELS
 #define HINT_MAX 65536   /* never presize beyond this */
 #define SCRATCH_SIZE 1024 /* on-stack buffer for escaped strings */
 /* String caches (see push_cached): one for object keys, one for short
@@ -38,7 +43,7 @@
 #define CACHE_KEYS 0
 #define CACHE_VALUES CACHE_SIZE
 #define CACHE_MAXLEN 40    /* = Lua 5.4's LUAI_MAXSHORTLEN */
-#define CACHE_MINDOC 4096  /* smaller documents do not use the caches */
+#define CACHE_MINDOC 4096  /* smaller documents use the kept caches (see kept_cache) */
 
 #if LUA_VERSION_NUM >= 503
 typedef lua_Integer arr_index;
@@ -87,7 +92,9 @@ enum {
 };
 
 /* A cached string: its length and first/last 8 bytes (which identify
- * strings of up to 16 bytes); src is an occurrence of it in the input. */
+ * strings of up to 16 bytes); src is an occurrence of it in the input, or,
+ * in the kept caches, the bytes of the Lua string itself (which the cache's
+ * table holds). */
 typedef struct {
   uint64_t a, b;
   size_t len;
@@ -105,9 +112,11 @@ typedef struct {
   const char *epos;
   int ahint[HINT_LEVELS];
   int ohint[HINT_LEVELS];
-  int cbase; /* stack index of cache entry 0's slot, or 0 if no caches */
+  int cbase; /* stack index of cache entry 0's slot, or 0 */
+  int ktab;  /* or: stack index of the kept caches' table (entry i at [i + 1]), or 0 */
+  centry *cache; /* the entries: own, kept, or NULL (no caches) */
   char scratch[SCRATCH_SIZE];
-  centry cache[2 * CACHE_SIZE];
+  centry own[2 * CACHE_SIZE];
 } decoder;
 
 static const char *value(decoder *d, const char *p, int depth);
@@ -342,20 +351,31 @@ static void push_cached(decoder *d, const char *s, size_t len, int which) {
   e = &d->cache[i];
   if (e[0].len == len && e[0].a == a && e[0].b == b &&
       (len <= 16 || memcmp(e[0].src + 8, s + 8, len - 16) == 0)) {
-    lua_pushvalue(L, d->cbase + i);
+    if (d->ktab) lua_rawgeti(L, d->ktab, i + 1); else lua_pushvalue(L, d->cbase + i);
     return;
   }
   if (e[1].len == len && e[1].a == a && e[1].b == b &&
       (len <= 16 || memcmp(e[1].src + 8, s + 8, len - 16) == 0)) {
-    lua_pushvalue(L, d->cbase + i + 1);
+    if (d->ktab) lua_rawgeti(L, d->ktab, i + 2); else lua_pushvalue(L, d->cbase + i + 1);
     return;
   }
   lua_pushlstring(L, s, len);
-  if (e[0].len != (size_t)-1) {
-    e[1] = e[0];
-    COPY_SLOT(L, d->cbase + i, d->cbase + i + 1);
+  if (d->ktab) {  /* the table's array part has every slot: these never allocate */
+    if (e[0].len != (size_t)-1) {
+      e[1] = e[0];
+      lua_rawgeti(L, d->ktab, i + 1);
+      lua_rawseti(L, d->ktab, i + 2);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->ktab, i + 1);
+    s = lua_tostring(L, -1);  /* the entry outlives this text: it points into the string */
+  } else {
+    if (e[0].len != (size_t)-1) {
+      e[1] = e[0];
+      COPY_SLOT(L, d->cbase + i, d->cbase + i + 1);
+    }
+    COPY_SLOT(L, -1, d->cbase + i);
   }
-  COPY_SLOT(L, -1, d->cbase + i);
   e[0].len = len;
   e[0].a = a;
   e[0].b = b;
@@ -373,7 +393,7 @@ static const char *string(decoder *d, const char *p, int which) {
     return fail(d, E_CTRL, p);
   }
   len = (size_t)(p - s);
-  if (d->cbase && len <= CACHE_MAXLEN)
+  if (d->cache && len <= CACHE_MAXLEN)
     push_cached(d, s, len, which);
   else
     lua_pushlstring(d->L, s, len);
@@ -643,6 +663,38 @@ static const char *value(decoder *d, const char *p, int depth) {
 
 /* ---- entry point ------------------------------------------------------ */
 
+static const char kept_key = 0; /* its address names the kept caches in the registry */
+
+/* Push the Lua state's kept caches (made at its first small decode): a table whose array part
+ * holds entry i's string at [i + 1] and, at [2 * CACHE_SIZE + 1], a userdata with the entries.
+ * They hold at most 2 * CACHE_SIZE strings of up to CACHE_MAXLEN bytes (about 40 KiB in all). */
+static centry *kept_cache(lua_State *L) {
+  centry *c;
+  int i;
+  grow_stack(L);
+  lua_pushlightuserdata(L, (void *)&kept_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (ZJ_LIKELY(lua_istable(L, -1))) {
+    lua_rawgeti(L, -1, 2 * CACHE_SIZE + 1);
+    c = (centry *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return c;
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 2 * CACHE_SIZE + 1, 0);
+  for (i = 1; i <= 2 * CACHE_SIZE; i++) {  /* every slot in the array part from the start */
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, i);
+  }
+  c = (centry *)lua_newuserdata(L, sizeof(centry) * 2 * CACHE_SIZE);
+  for (i = 0; i < 2 * CACHE_SIZE; i++) c[i].len = (size_t)-1;
+  lua_rawseti(L, -2, 2 * CACHE_SIZE + 1);
+  lua_pushlightuserdata(L, (void *)&kept_key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return c;
+}
+
 static void show_char(char *o, size_t n, unsigned char c) {
   if (c >= 0x20 && c < 0x7F && c != '\'' && c != '\\')
     snprintf(o, n, "'%c'", c);
@@ -691,11 +743,11 @@ static void format_error(const decoder *d, const char *buf, char *err, size_t er
   }
 }
 
-int zulip_json_decode(lua_State *L, const char *buf, size_t len, int maxdepth,
+int zulip_json_decode(lua_State *L, const char *buf, size_t len, int maxdepth, zulip_json_hints *hints,
                       char *err, size_t errlen, size_t *errpos) {
   decoder d;
   const char *p = buf, *end = buf + len;
-  int base = lua_gettop(L);
+  int base = lua_gettop(L), i;
 
   d.L = L;
   d.end = end;
@@ -704,18 +756,24 @@ int zulip_json_decode(lua_State *L, const char *buf, size_t len, int maxdepth,
   d.scap = sizeof d.scratch;
   d.ekind = 0;
   d.epos = buf;
-  memset(d.ahint, 0, sizeof d.ahint);
-  memset(d.ohint, 0, sizeof d.ohint);
+  for (i = 0; i < HINT_LEVELS; i++) {
+    d.ahint[i] = hints ? hints->arr[i] : 0;
+    d.ohint[i] = hints ? hints->obj[i] : 0;
+  }
 
   grow_stack(L);
   lua_pushnil(L); /* slot for a large scratch buffer */
   d.slot = base + 1;
-  d.cbase = 0;
+  d.cbase = d.ktab = 0;
+  d.cache = NULL;
   if (len >= CACHE_MINDOC && lua_checkstack(L, 2 * CACHE_SIZE + 6)) {
-    int i;
     d.cbase = base + 2;
+    d.cache = d.own;
     lua_settop(L, base + 1 + 2 * CACHE_SIZE);
-    for (i = 0; i < 2 * CACHE_SIZE; i++) d.cache[i].len = (size_t)-1;
+    for (i = 0; i < 2 * CACHE_SIZE; i++) d.own[i].len = (size_t)-1;
+  } else if (len < CACHE_MINDOC) {
+    d.cache = kept_cache(L);
+    d.ktab = base + 2;
   }
 
   SKIPWS(p, end);
@@ -735,5 +793,11 @@ int zulip_json_decode(lua_State *L, const char *buf, size_t len, int maxdepth,
   }
   lua_replace(L, d.slot); /* result takes the scratch slot */
   lua_settop(L, base + 1); /* drop the caches */
+  if (hints) {
+    for (i = 0; i < HINT_LEVELS; i++) {
+      hints->arr[i] = (unsigned char)(d.ahint[i] < ZULIP_JSON_HINT_KEEP ? d.ahint[i] : ZULIP_JSON_HINT_KEEP);
+      hints->obj[i] = (unsigned char)(d.ohint[i] < ZULIP_JSON_HINT_KEEP ? d.ohint[i] : ZULIP_JSON_HINT_KEEP);
+    }
+  }
   return 1;
 }

@@ -2,6 +2,8 @@
  * clang -fsanitize=fuzzer,address,undefined; ASan catches any read outside the input (libFuzzer
  * hands us an exactly sized heap copy), UBSan any undefined arithmetic. Beyond "no crash" it
  * checks what json.h promises:
+ *   - the same with the table-size hints a transfer carries between replies (here from each input
+ *     to the next), and with the string caches the Lua state keeps between small decodes;
  *   - success pushes exactly one value, failure pushes nothing, and only malformed input fails
  *     with a message and a 1-based position inside the input (or just past its end);
  *   - no Lua error escapes for malformed input (only a memory error may);
@@ -23,6 +25,9 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *fuzz_L;
+/* carried from each decode to the next, as a transfer carries them between its replies: every
+ * input is decoded with tables presized from the shapes of the ones before it */
+static zulip_json_hints fuzz_hints;
 
 typedef struct decode_call {
   const char *buf;
@@ -43,7 +48,7 @@ static int fuzz_decode(lua_State *L) {
   int top = lua_gettop(L);
   c->err[0] = 0;
   c->pos = 0;
-  c->ok = zulip_json_decode(L, c->buf, c->len, ZULIP_JSON_MAXDEPTH, c->err, sizeof c->err, &c->pos);
+  c->ok = zulip_json_decode(L, c->buf, c->len, ZULIP_JSON_MAXDEPTH, &fuzz_hints, c->err, sizeof c->err, &c->pos);
   if (lua_gettop(L) != top + (c->ok ? 1 : 0)) fuzz_fail("stack not balanced", c);
   if (!c->ok) {
     if (c->err[0] == 0 || strlen(c->err) >= sizeof c->err) fuzz_fail("failure without a message", c);

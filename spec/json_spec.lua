@@ -5,7 +5,8 @@ local core = require("zulip.core")
 local decode, null = core.decode, core.null
 
 local has_int = math.type ~= nil
-local PAD = string.rep(" ", 5000) -- documents >= 4 KiB take the string-cache paths
+local PAD = string.rep(" ", 5000) -- documents >= 4 KiB have string caches of their own; smaller
+                                  -- ones use the caches the Lua state keeps between decodes
 
 -- Decode s, which must succeed; returns the value.
 local function ok(s)
@@ -54,7 +55,7 @@ local function same(a, b, path)
   end
 end
 
--- Check f(decode(s)) both without and with the string caches.
+-- Check f(decode(s)) with the kept string caches (s small) and with a document's own (padded).
 local function both(s, f)
   f(ok(s))
   f(ok(s .. PAD))
@@ -391,6 +392,27 @@ describe("zulip.core.decode", function()
         assert.are.equal("v" .. tostring(tonumber(k:sub(2)) % 777), val)
       end
       assert.are.equal(20000, n)
+    end)
+
+    it("keeps the strings of small documents apart from one decode to the next", function()
+      -- keys and values alike 8 bytes at each end, differing only in the middle and in length,
+      -- decoded in turns with collections between: the state keeps them from one decode to
+      -- the next, and must hand out each one only for itself
+      local function key(i) return "abcdefgh" .. string.rep(string.char(65 + i % 26), i % 23) .. "stuvwxyz" end
+      local function val(i) return "ABCDEFGH" .. string.format("%0" .. (1 + i % 17) .. "d", i) .. "STUVWXYZ" end
+      for round = 1, 3 do
+        for i = 1, 400 do
+          local doc = string.format('{"%s":"%s","id":%d,"%s":["%s",""]}', key(i), val(i), i, key(i + 1), val(i + 2))
+          local v = ok(doc)
+          assert.are.equal(val(i), v[key(i)])
+          assert.are.equal(val(i + 2), v[key(i + 1)][1])
+          assert.are.equal("", v[key(i + 1)][2])
+          assert.are.equal(i, v.id)
+          if i % 97 == 0 then collectgarbage("collect") end
+        end
+        collectgarbage("collect")
+        assert.are.equal("xyz", ok('{"k":"xyz"}').k .. ok(PAD .. '{"k":""}').k, "round " .. round)
+      end
     end)
 
     it("decodes short keys at the very end of the input", function()
