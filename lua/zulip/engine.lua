@@ -34,6 +34,7 @@ local DIRECTION = { ["*"] = "info", [">"] = "out", ["<"] = "in" }
 function M.new(session, client)
   return setmetatable({
     core = core.engine(session),
+    is_closed = false,                      -- core:closed(), kept here: the pump asks it twice
     client = client,
     log = client._log,
     debug = client._debug,                  -- the debug option: transfers collect a trace
@@ -100,8 +101,10 @@ end
 --- The earliest Lua-side timer, or nil.
 -- @local
 function Engine:next_timer()
+  local timers = self.timers
+  if next(timers) == nil then return nil end  -- most pumps: one call, not pairs and its iterator
   local first
-  for _, t in pairs(self.timers) do
+  for _, t in pairs(timers) do
     if first == nil or t < first then first = t end
   end
   return first
@@ -133,7 +136,7 @@ end
 -- next deadline, which a transfer started since the last drive has moved (to now).
 -- @local
 function Engine:arm()
-  if self.core:closed() then return end
+  if self.is_closed then return end
   if self.kick or self.nready >= self.first or next(self.todo) ~= nil then
     self.kick = false
     self.core:alarm(0)
@@ -153,7 +156,7 @@ end
 -- Returns true when a signal cut the wait short.
 -- @local
 function Engine:pump(wait)
-  if self.core:closed() then
+  if self.is_closed then
     self:run_ready()
     return false
   end
@@ -193,7 +196,7 @@ end
 -- the caller watches every fd of `core:pollfds()` itself.
 -- @local
 function Engine:timeout(exact)
-  if self.core:closed() then return nil end
+  if self.is_closed then return nil end
   if self.nready >= self.first or next(self.todo) ~= nil then return 0 end
   local t = self.core:timeout()
   local lt = self:next_timer()
@@ -297,7 +300,7 @@ end
 --- Start a request. With a callback, returns a handle at once; without, waits for the outcome.
 -- @local
 function Engine:request(method, target, body, timeout, callback)
-  if self.core:closed() then error("zulip: the client is closed", 3) end
+  if self.is_closed then error("zulip: the client is closed", 3) end
   local op = setmetatable({ method = method, target = target, path = target:match("^[^?]*"),
                             body = body, timeout = timeout, callback = callback, attempt = 0,
                             policy = policy.new(self.client._backoff) }, Request)
@@ -320,7 +323,7 @@ end
 -- queue anyway). Returns true when it went out.
 -- @local
 function Engine:background(method, target, timeout)
-  if self.core:closed() then return false end
+  if self.is_closed then return false end
   local ok, started = pcall(self.core.background, self.core, method, target, timeout)
   if not (ok and started) then return false end
   self:arm()
@@ -330,7 +333,7 @@ end
 --- Whether requests are still pending: with callbacks, or in the background.
 -- @local
 function Engine:busy()
-  return not self.core:closed() and (next(self.pending) ~= nil or self.core:backgrounds() > 0)
+  return not self.is_closed and (next(self.pending) ~= nil or self.core:backgrounds() > 0)
 end
 
 --- Pump until `done()` is true or `seconds` have passed.
@@ -339,7 +342,7 @@ function Engine:wait_until(done, seconds)
   local deadline = now() + seconds
   while not done() do
     local left = deadline - now()
-    if left <= 0 or self.core:closed() then return false end
+    if left <= 0 or self.is_closed then return false end
     self:pump(left)
   end
   return true
@@ -349,7 +352,7 @@ end
 -- what is pending, then close the connections.
 -- @local
 function Engine:close(seconds)
-  if self.core:closed() then return end
+  if self.is_closed then return end
   local qs = {}
   for q in pairs(self.queues) do qs[#qs + 1] = q end
   for _, q in ipairs(qs) do q:_shut(false) end
@@ -365,6 +368,7 @@ function Engine:close(seconds)
   self.pending = {}
   self.timers = setmetatable({}, WEAK_KEYS)
   self.core:close()
+  self.is_closed = true
   self:run_ready()
 end
 

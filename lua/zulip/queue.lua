@@ -18,6 +18,8 @@ local kept = require("zulip.state")
 
 local Queue = core.Queue
 local M = {}
+-- q:_state() without the method lookup (a C __index, since a queue's fields are read through it)
+local qstate = Queue._state
 
 local format, now, floor = string.format, core.now, math.floor
 local NOTHING = {}
@@ -87,10 +89,12 @@ end
 -- The owner of a queue's transfer: the engine hands it the finished transfer.
 local QueueOp = {}
 QueueOp.__index = QueueOp
---- The engine's call when the queue's transfer has ended: the queue's `_finished`.
+local finished  -- the queue's part, below
+
+--- The engine's call when the queue's transfer has ended.
 -- @local
 function QueueOp:finished(eng)
-  self.q:_finished(eng)
+  finished(self.q, self.st, eng)
 end
 
 local gc_queue
@@ -128,7 +132,7 @@ function M.new(client, eng, opts)
   if recovery.backoff == nil then recovery.backoff = client._backoff end
   local pol = make_policy(recovery, 3)
   local q = core.queue()
-  local st = q:_state()
+  local st = qstate(q)
   st.id = opts.id
   st.last_event_id = opts.id and (opts.last_event_id or -1) or nil
   st.closed = false
@@ -142,7 +146,7 @@ function M.new(client, eng, opts)
   st._grace = client.longpoll_grace  -- a silent long-poll gets this long past the server's timeout
   st._recovery, st._o, st._pol = recovery, recovery, pol
   st._out, st._pos = NOTHING, 1     -- events to hand out, and the next one
-  st._x = eng.core:transfer(setmetatable({ q = q }, QueueOp))
+  st._x = eng.core:transfer(setmetatable({ q = q, st = st }, QueueOp))
   st._gc = gc_queue
   eng:add_queue(q)
   eng.kick = true  -- a new queue has work (its register): the client's pollfd says so
@@ -151,7 +155,7 @@ function M.new(client, eng, opts)
 end
 
 local function state_of(q, level)
-  local st = q:_state()
+  local st = qstate(q)
   if st.closed then error("zulip: queue is closed", level or 3) end
   return st
 end
@@ -290,13 +294,11 @@ local function finish_poll(st)
   return out
 end
 
---- The engine's call when the queue's transfer has ended.
--- @local
-function Queue:_finished(eng)
-  local st = self:_state()
+-- What the queue makes of its transfer's end (QueueOp:finished).
+function finished(q, st, eng)
   local kind = st._busy
   st._busy = nil
-  eng:flush_trace(st._x)
+  if eng.debug then eng:flush_trace(st._x) end
   if st.closed or kind == nil then return end
   if st._manual then
     local r, m, e
@@ -308,8 +310,8 @@ function Queue:_finished(eng)
   if kind == "register" then
     result, msg, err = finish_register(st)
     if result then
-      if st._o.on_reset then eng:later(st._o.on_reset, self, result) end
-      eng.todo[self] = true
+      if st._o.on_reset then eng:later(st._o.on_reset, q, result) end
+      eng.todo[q] = true
       return
     end
   else
@@ -319,15 +321,15 @@ function Queue:_finished(eng)
       st._dont_block = false
       if #result > 0 then
         st._out, st._pos = result, 1
-        eng.news[self] = true
+        eng.news[q] = true
         eng.kick = true
       else
-        eng.todo[self] = true
+        eng.todo[q] = true
       end
       return
     end
   end
-  failure(self, st, eng, msg, err, kind)
+  failure(q, st, eng, msg, err, kind)
 end
 
 --- The engine's call when the queue's backoff has ended.
@@ -339,7 +341,7 @@ end
 --- Start the queue's next request if one is due (the engine calls it for queues in its todo).
 -- @local
 function Queue:_advance()
-  local st = self:_state()
+  local st = qstate(self)
   if st.closed or st._manual or not st._auto or st._busy or st._failed or st._fatal or st._out[st._pos] then
     return
   end
@@ -530,7 +532,7 @@ end
 --- Take the queue's news after a pump: its events, or its fatal error.
 -- @local
 function Queue:_collect()
-  local st = self:_state()
+  local st = qstate(self)
   if st._fatal then
     local f = st._fatal
     st._fatal, st._failed = nil, true
@@ -546,7 +548,7 @@ end
 --- Whether `_collect` has something.
 -- @local
 function Queue:_has_news()
-  local st = self:_state()
+  local st = qstate(self)
   return st._fatal ~= nil or st._out[st._pos] ~= nil
 end
 
@@ -554,7 +556,7 @@ end
 -- engine's `unsettled`: this does something only after one of the calls that put a queue there).
 -- @local
 function Queue:_stepping()
-  local st = self:_state()
+  local st = qstate(self)
   commit_pending(st)
   if st._manual or st._o ~= st._recovery or not st._auto then drive_with(st, st._recovery, st._pol) end
   if st._failed then st._failed = nil end  -- stepping again after a fatal error retries
@@ -661,11 +663,11 @@ end
 --- Whether the queue is closed.
 -- @local
 function Queue:_closed()
-  return self:_state().closed
+  return qstate(self).closed
 end
 
 local function kept_of(q)
-  local st = q:_state()
+  local st = qstate(q)
   if not st._keep then error("zulip: the queue keeps no state (make it with keep_state = true)", 3) end
   return st._kept
 end
@@ -731,7 +733,7 @@ end
 --- Close, waiting for the DELETE only when `may_wait` and no loop drives the client.
 -- @local
 function Queue:_shut(may_wait)
-  local st = self:_state()
+  local st = qstate(self)
   if st.closed then return true end
   st.closed = true
   local eng = st._eng
