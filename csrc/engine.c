@@ -123,14 +123,14 @@ int zsess_headers(zsess *s) {
 }
 
 void zsess_release(zsess *s) {
-  char **strs[9];
+  char **strs[10];
   size_t i;
   if (s == NULL || --s->refs > 0) return;
   zsess_free_headers(s->headers);
   zsess_free_url(s);
   strs[0] = &s->base_url; strs[1] = &s->api_key; strs[2] = &s->userpwd_b64;
   strs[3] = &s->user_agent; strs[4] = &s->cert_bundle; strs[5] = &s->client_cert;
-  strs[6] = &s->client_key; strs[7] = &s->proxy; strs[8] = NULL;
+  strs[6] = &s->client_key; strs[7] = &s->proxy; strs[8] = &s->no_proxy; strs[9] = NULL;
   for (i = 0; strs[i] != NULL; i++) zsess_strset(strs[i], NULL);
   free(s);
 }

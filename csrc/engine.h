@@ -36,7 +36,8 @@ typedef struct zsess {
   char *userpwd_b64;           /* base64 of "email:key", only to scrub it from the trace */
   char *user_agent;
   struct curl_slist *headers;  /* what every request sends: Authorization (secret), User-Agent, ... */
-  char *cert_bundle, *client_cert, *client_key, *proxy;
+  char *cert_bundle, *client_cert, *client_key;
+  char *proxy, *no_proxy;      /* NULL: none (libcurl is not left to read the environment) */
   int insecure;
   int debug;                   /* collect curl's verbose trace (secrets scrubbed) per transfer */
   long connect_timeout_ms;

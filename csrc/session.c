@@ -97,6 +97,7 @@ int zulip_session_new(lua_State *L) {
   failed |= zsess_strset(&s->client_key, zulip_session_optstring(L, "client_cert_key", 0));
   v = zulip_session_optstring(L, "proxy", 0);
   failed |= zsess_strset(&s->proxy, v);
+  failed |= zsess_strset(&s->no_proxy, zulip_session_optstring(L, "no_proxy", 0));
   if (failed) return luaL_error(L, "session: out of memory");
   lua_getfield(L, 1, "insecure");
   s->insecure = lua_toboolean(L, -1);

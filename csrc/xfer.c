@@ -187,7 +187,10 @@ zxfer *zxfer_new(zeng *e, char *err, size_t errlen) {
   if (s->cert_bundle) curl_easy_setopt(h, CURLOPT_CAINFO, s->cert_bundle);
   if (s->client_cert) curl_easy_setopt(h, CURLOPT_SSLCERT, s->client_cert);
   if (s->client_key) curl_easy_setopt(h, CURLOPT_SSLKEY, s->client_key);
-  if (s->proxy) curl_easy_setopt(h, CURLOPT_PROXY, s->proxy);
+  /* both always set: left unset, libcurl reads the proxy variables of the environment for every
+   * request (the Lua layer has read them once, lua/zulip/config.lua); "" is none */
+  curl_easy_setopt(h, CURLOPT_PROXY, s->proxy ? s->proxy : "");
+  curl_easy_setopt(h, CURLOPT_NOPROXY, s->no_proxy ? s->no_proxy : "");
   /* through any HTTP proxy, the option's or the environment's (https_proxy, ...): a CONNECT
    * tunnel, so the proxy never sees the Authorization header */
   curl_easy_setopt(h, CURLOPT_HTTPPROXYTUNNEL, 1L);

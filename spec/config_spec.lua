@@ -65,6 +65,33 @@ describe("configuration", function()
     assert.are.equal("e@example.com https://zulip.example.org", out)
   end)
 
+  it("takes the proxy from the environment as libcurl would, once", function()
+    local function proxy(site, env, opts)
+      local o = { site = site, email = "b@example.com", api_key = KEY }
+      for k, v in pairs(opts or {}) do o[k] = v end
+      local s = config.resolve(o, env_of(env))
+      return s.proxy, s.no_proxy
+    end
+    local all = { https_proxy = "http://a:1", HTTPS_PROXY = "http://b:2", http_proxy = "http://c:3",
+                  HTTP_PROXY = "http://d:4", all_proxy = "socks5h://e:5", ALL_PROXY = "http://f:6" }
+    assert.are.same({ "http://a:1", "" }, { proxy("chat.example.com", all) })
+    assert.are.same({ "http://c:3", "" }, { proxy("http://chat.example.com", all) })
+    all.https_proxy, all.http_proxy = nil, nil
+    assert.are.same({ "http://b:2", "" }, { proxy("chat.example.com", all) })
+    -- HTTP_PROXY never: a CGI request's Proxy: header sets it
+    assert.are.same({ "socks5h://e:5", "" }, { proxy("http://chat.example.com", all) })
+    assert.are.same({ "http://f:6", "" }, { proxy("http://x.example.com", { ALL_PROXY = "http://f:6" }) })
+    -- set but empty: no proxy, and the search stops there, as in libcurl
+    assert.are.same({ "", "" }, { proxy("chat.example.com", { https_proxy = "", ALL_PROXY = "http://f:6" }) })
+    assert.are.same({ "", "" }, { proxy("chat.example.com", {}) })
+    assert.are.same({ "http://a:1", "localhost,.example.com" },
+      { proxy("chat.example.com", { https_proxy = "http://a:1", no_proxy = "localhost,.example.com", NO_PROXY = "x" }) })
+    assert.are.same({ "http://a:1", "*" }, { proxy("chat.example.com", { https_proxy = "http://a:1", NO_PROXY = "*" }) })
+    -- the option wins over the environment; the exceptions still apply to it, as in libcurl
+    assert.are.same({ "http://opt:9", "*" }, { proxy("chat.example.com", { https_proxy = "http://a:1", NO_PROXY = "*" },
+      { proxy = "http://opt:9" }) })
+  end)
+
   it("normalises the site", function()
     assert.are.equal("https://chat.example.com", config.normalize_site("chat.example.com///"))
     assert.are.equal("http://127.0.0.1:9991", config.normalize_site("http://127.0.0.1:9991/"))

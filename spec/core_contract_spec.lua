@@ -624,6 +624,18 @@ describe("core contract", function()
       local log = srv:control("GET", "/test/requests?n=3").requests
       assert.are.same({ "CONNECT", "GET", "GET" }, { log[1].method, log[2].method, log[3].method })
     end)
+
+    it("goes around the environment's proxy for a host in no_proxy", function()
+      -- the proxy named is a port nothing listens on: only a direct request can succeed
+      local out = util.run_lua(([[
+        local c = require("zulip").client{ site = %q, email = %q, api_key = %q, timeout = 5 }
+        print(select(2, c:request("GET", "users/me")) or "email " .. c:request("GET", "users/me").email)
+      ]]):format(srv.site, bot.email, bot.api_key), { LUA_PATH = package.path, LUA_CPATH = package.cpath,
+                                           http_proxy = "http://127.0.0.1:1", no_proxy = "127.0.0.1", NO_PROXY = false })
+      assert.matches("^email bot@example%.com\n", out)
+      local log = srv:control("GET", "/test/requests?n=2").requests
+      assert.are.same({ "GET", "GET" }, { log[1].method, log[2].method })
+    end)
   end)
 
   it("never shows the API key, nor its Basic form, in any message, error or string", function()

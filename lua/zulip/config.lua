@@ -127,12 +127,36 @@ function M.check_site(site, where)
   return site
 end
 
+--- The proxy that libcurl would take from the environment for a site, and the hosts that go
+-- without one: read once per client here, where libcurl would read them again for every
+-- request. The variables and their order are libcurl's: for an `https` site `https_proxy`, then
+-- `HTTPS_PROXY`; for an `http` site `http_proxy` only (a CGI request's `Proxy:` header sets
+-- `HTTP_PROXY`); then `all_proxy`, `ALL_PROXY`. The exceptions: `no_proxy`, then `NO_PROXY`.
+-- @tparam string site a normalized site (`https://...` or `http://...`)
+-- @tparam[opt] function getenv defaults to `os.getenv`
+-- @treturn string the proxy, `""` for none
+-- @treturn string the exceptions (libcurl's `CURLOPT_NOPROXY`), `""` for none
+-- @usage local proxy, no_proxy = config.proxy_env("https://chat.example.com")
+function M.proxy_env(site, getenv)
+  getenv = getenv or os.getenv
+  local scheme = site:match("^(%a+)://") or "https"
+  local names = scheme:lower() == "http" and { "http_proxy" } or { scheme:lower() .. "_proxy", scheme:upper() .. "_PROXY" }
+  names[#names + 1], names[#names + 2] = "all_proxy", "ALL_PROXY"
+  local proxy = ""
+  for _, name in ipairs(names) do
+    local v = getenv(name)
+    if v ~= nil then proxy = v break end  -- set but empty: none, as libcurl takes it
+  end
+  return proxy, getenv("no_proxy") or getenv("NO_PROXY") or ""
+end
+
 --- Resolve the settings of a client from options, environment and zuliprc.
 -- Does no network I/O. Raises a clear error when the site or the key is missing, or when
 -- `insecure` is not a boolean.
 -- @tparam[opt] table opts the options given to `zulip.client`
 -- @tparam[opt] function getenv defaults to `os.getenv` (injectable for tests)
--- @treturn table settings with `site`, `email`, `api_key`, `insecure` and the TLS paths
+-- @treturn table settings with `site`, `email`, `api_key`, `insecure`, the TLS paths, and
+--   `proxy` and `no_proxy` (the option `proxy`, else the environment's: see `proxy_env`)
 -- @usage local s = config.resolve{ site = "chat.example.com", email = "bot@example.com", api_key = ("x"):rep(32) }
 function M.resolve(opts, getenv)
   opts = opts or {}
@@ -176,6 +200,9 @@ function M.resolve(opts, getenv)
   if not out.email then missing("email", "email", "ZULIP_EMAIL", "email") end
   if not out.api_key then missing("API key", "api_key", "ZULIP_API_KEY", "key") end
   out.site = M.check_site(M.normalize_site(out.site), from.site)
+  local env_proxy
+  env_proxy, out.no_proxy = M.proxy_env(out.site, getenv)
+  out.proxy = opts.proxy or env_proxy
   return out
 end
 

@@ -149,7 +149,7 @@ function zulip.client(opts)
     site = s.site, email = s.email, api_key = s.api_key,
     user_agent = opts.user_agent or zulip.USER_AGENT,
     cert_bundle = s.cert_bundle, client_cert = s.client_cert, client_cert_key = s.client_cert_key,
-    proxy = opts.proxy, insecure = s.insecure, connect_timeout = opts.connect_timeout,
+    proxy = s.proxy, no_proxy = s.no_proxy, insecure = s.insecure, connect_timeout = opts.connect_timeout,
     max_reply_bytes = opts.max_reply_bytes, low_speed_limit = opts.low_speed_limit,
     low_speed_time = opts.low_speed_time, debug = opts.debug,
   }
