@@ -84,9 +84,10 @@ describe("configuration", function()
     -- set but empty: no proxy, and the search stops there, as in libcurl
     assert.are.same({ "", "" }, { proxy("chat.example.com", { https_proxy = "", ALL_PROXY = "http://f:6" }) })
     assert.are.same({ "", "" }, { proxy("chat.example.com", {}) })
-    assert.are.same({ "http://a:1", "localhost,.example.com" },
-      { proxy("chat.example.com", { https_proxy = "http://a:1", no_proxy = "localhost,.example.com", NO_PROXY = "x" }) })
-    assert.are.same({ "http://a:1", "*" }, { proxy("chat.example.com", { https_proxy = "http://a:1", NO_PROXY = "*" }) })
+    local env = { https_proxy = "http://a:1", no_proxy = "localhost,.example.com", NO_PROXY = "x" }
+    assert.are.same({ "http://a:1", "localhost,.example.com" }, { proxy("chat.example.com", env) })
+    env.no_proxy, env.NO_PROXY = nil, "*"
+    assert.are.same({ "http://a:1", "*" }, { proxy("chat.example.com", env) })
     -- the option wins over the environment; the exceptions still apply to it, as in libcurl
     assert.are.same({ "http://opt:9", "*" }, { proxy("chat.example.com", { https_proxy = "http://a:1", NO_PROXY = "*" },
       { proxy = "http://opt:9" }) })

@@ -630,8 +630,9 @@ describe("core contract", function()
       local out = util.run_lua(([[
         local c = require("zulip").client{ site = %q, email = %q, api_key = %q, timeout = 5 }
         print(select(2, c:request("GET", "users/me")) or "email " .. c:request("GET", "users/me").email)
-      ]]):format(srv.site, bot.email, bot.api_key), { LUA_PATH = package.path, LUA_CPATH = package.cpath,
-                                           http_proxy = "http://127.0.0.1:1", no_proxy = "127.0.0.1", NO_PROXY = false })
+      ]]):format(srv.site, bot.email, bot.api_key),
+        { LUA_PATH = package.path, LUA_CPATH = package.cpath,
+          http_proxy = "http://127.0.0.1:1", no_proxy = "127.0.0.1", NO_PROXY = false })
       assert.matches("^email bot@example%.com\n", out)
       local log = srv:control("GET", "/test/requests?n=2").requests
       assert.are.same({ "GET", "GET" }, { log[1].method, log[2].method })

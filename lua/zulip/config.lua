@@ -139,8 +139,8 @@ end
 -- @usage local proxy, no_proxy = config.proxy_env("https://chat.example.com")
 function M.proxy_env(site, getenv)
   getenv = getenv or os.getenv
-  local scheme = site:match("^(%a+)://") or "https"
-  local names = scheme:lower() == "http" and { "http_proxy" } or { scheme:lower() .. "_proxy", scheme:upper() .. "_PROXY" }
+  local scheme = (site:match("^(%a+)://") or "https"):lower()
+  local names = scheme == "http" and { "http_proxy" } or { scheme .. "_proxy", scheme:upper() .. "_PROXY" }
   names[#names + 1], names[#names + 2] = "all_proxy", "ALL_PROXY"
   local proxy = ""
   for _, name in ipairs(names) do
