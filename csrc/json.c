@@ -664,10 +664,11 @@ static const char *value(decoder *d, const char *p, int depth) {
 /* ---- entry point ------------------------------------------------------ */
 
 static const char kept_key = 0; /* its address names the kept caches in the registry */
+enum { KEPT_ENTRIES = 2 * CACHE_SIZE }; /* keys' and values' */
 
 /* Push the Lua state's kept caches (made at its first small decode): a table whose array part
- * holds entry i's string at [i + 1] and, at [2 * CACHE_SIZE + 1], a userdata with the entries.
- * They hold at most 2 * CACHE_SIZE strings of up to CACHE_MAXLEN bytes (about 40 KiB in all). */
+ * holds entry i's string at [i + 1] and, at [KEPT_ENTRIES + 1], a userdata with the entries.
+ * They hold at most KEPT_ENTRIES strings of up to CACHE_MAXLEN bytes (about 40 KiB in all). */
 static centry *kept_cache(lua_State *L) {
   centry *c;
   int i;
@@ -675,20 +676,20 @@ static centry *kept_cache(lua_State *L) {
   lua_pushlightuserdata(L, (void *)&kept_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   if (ZJ_LIKELY(lua_istable(L, -1))) {
-    lua_rawgeti(L, -1, 2 * CACHE_SIZE + 1);
+    lua_rawgeti(L, -1, KEPT_ENTRIES + 1);
     c = (centry *)lua_touserdata(L, -1);
     lua_pop(L, 1);
     return c;
   }
   lua_pop(L, 1);
-  lua_createtable(L, 2 * CACHE_SIZE + 1, 0);
-  for (i = 1; i <= 2 * CACHE_SIZE; i++) {  /* every slot in the array part from the start */
+  lua_createtable(L, KEPT_ENTRIES + 1, 0);
+  for (i = 1; i <= KEPT_ENTRIES; i++) {  /* every slot in the array part from the start */
     lua_pushboolean(L, 0);
     lua_rawseti(L, -2, i);
   }
-  c = (centry *)lua_newuserdata(L, sizeof(centry) * 2 * CACHE_SIZE);
-  for (i = 0; i < 2 * CACHE_SIZE; i++) c[i].len = (size_t)-1;
-  lua_rawseti(L, -2, 2 * CACHE_SIZE + 1);
+  c = (centry *)lua_newuserdata(L, sizeof(centry) * KEPT_ENTRIES);
+  for (i = 0; i < KEPT_ENTRIES; i++) c[i].len = (size_t)-1;
+  lua_rawseti(L, -2, KEPT_ENTRIES + 1);
   lua_pushlightuserdata(L, (void *)&kept_key);
   lua_pushvalue(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
