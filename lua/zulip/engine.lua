@@ -34,7 +34,7 @@ local DIRECTION = { ["*"] = "info", [">"] = "out", ["<"] = "in" }
 function M.new(session, client)
   return setmetatable({
     core = core.engine(session),
-    is_closed = false,                      -- core:closed(), kept here: the pump asks it twice
+    is_closed = false,                      -- core:closed(), kept here (set by close): asked on every pump
     client = client,
     log = client._log,
     debug = client._debug,                  -- the debug option: transfers collect a trace

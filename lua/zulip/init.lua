@@ -177,7 +177,7 @@ end
 
 local function engine_of(c, level)
   local e = c._engine
-  if e.core:closed() then error("zulip: the client is closed", level or 3) end
+  if e.is_closed then error("zulip: the client is closed", level or 3) end
   return e
 end
 
@@ -515,7 +515,7 @@ function Client:step(timeout)
   local news = e:news_list()
   while true do
     local left = deadline - core.now()
-    if news[1] ~= nil or (not first and left <= 0) or e.core:closed() then break end
+    if news[1] ~= nil or (not first and left <= 0) or e.is_closed then break end
     first = false
     e:pump(left > 0 and left or 0)
     news = e:news_list()
@@ -530,7 +530,7 @@ function Client:step(timeout)
       out[#out + 1] = { queue = q, events = events }
     end
   end
-  if not e.core:closed() then e:arm() end
+  if not e.is_closed then e:arm() end
   return out
 end
 
@@ -552,7 +552,7 @@ end
 -- @treturn boolean
 -- @usage if client:closed() then client = zulip.client{} end
 function Client:closed()
-  return self._engine.core:closed()
+  return self._engine.is_closed
 end
 
 return zulip

@@ -65,7 +65,7 @@ local function follow(p)
   local timer = p.timer
   if timer == nil or timer:is_closing() then return end
   timer:stop()
-  if p.poll:is_closing() or p.eng.core:closed() then return end
+  if p.poll:is_closing() or p.eng.is_closed then return end
   local t = p.eng.client:timeout()
   -- at least 1 ms: libuv before 1.48 runs a 0 ms timer started from a timer callback again in
   -- the same pass, without polling, so a 0 here would starve the host's loop
@@ -89,7 +89,7 @@ local function poller_of(uv, eng, fd)
   p.on_ready = function(perr)
     if p.poll:is_closing() then return end
     if #p.watchers == 0 then  -- no watcher left: finish what is pending (a DELETE), then stop
-      if perr or eng.core:closed() or not pcall(eng.pump, eng, 0) or not eng:busy() then
+      if perr or eng.is_closed or not pcall(eng.pump, eng, 0) or not eng:busy() then
         close_poller(p)
       else
         follow(p)
